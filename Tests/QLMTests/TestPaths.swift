@@ -1,0 +1,23 @@
+import Foundation
+
+/// Where tests find the shared data (never committed): `../shared` next to the repo, or $QLM_SHARED.
+enum TestPaths {
+    static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let shared: String = ProcessInfo.processInfo.environment["QLM_SHARED"]
+        ?? repoRoot.deletingLastPathComponent().appendingPathComponent("shared").path
+    static var smolDir: String { shared + "/models/smollm2-135m-instruct" }
+    static var smolGGUF: String { smolDir + "/SmolLM2-135M-Instruct.Q4_1.gguf" }
+    static var smolTokenizerJSON: String { smolDir + "/tokenizer.json" }
+    static var smolConfigJSON: String { smolDir + "/config.json" }
+    static var stories260K: String { shared + "/models/stories260K/stories260K.bin" }
+    static var wikiTestRaw: String { shared + "/data/wikitext-2-raw/wiki.test.raw" }
+    static var ptbTest: String { shared + "/data/ptb/ptb.test.txt" }
+
+    /// A fresh empty temp directory, removed by the caller if it cares.
+    static func tempDir(_ tag: String = "qlm") -> String {
+        let p = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+        return p
+    }
+}
