@@ -106,6 +106,8 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
 
 // log-softmax helpers for perplexity: returns logsumexp(x[0..n)) - x[target].
 double qlm_nll_from_logits(const float *logits, int n, int target);
+// out[r] = NLL of targets[r] under logits row r, for rows of logits[rows, n]; OpenMP over rows.
+void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out);
 
 #ifdef __cplusplus
 }

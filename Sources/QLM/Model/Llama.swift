@@ -1,0 +1,155 @@
+import Foundation
+import QLMKernels
+
+/// A Llama-family decoder: RMSNorm → GQA attention with RoPE → RMSNorm → SwiGLU MLP, residuals,
+/// final RMSNorm and a (tied or untied) output head. Weights are immutable and shared; all
+/// mutable state lives in an `InferenceSession`.
+public final class LlamaModel: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let weights: LlamaWeights
+    let invFreq: FloatBuffer   // [head_dim/2] RoPE inverse frequencies (scaling applied)
+
+    public init(weights: LlamaWeights) {
+        self.config = weights.config
+        self.weights = weights
+        var f = config.ropeInverseFrequencies()
+        if let factors = weights.ropeFreqFactors {
+            for i in 0..<f.count { f[i] /= factors[i] }
+        }
+        invFreq = FloatBuffer(f)
+    }
+
+    public func makeSession(maxContext: Int, maxBatch: Int = 512) -> InferenceSession {
+        InferenceSession(model: self, maxContext: maxContext, maxBatch: max(1, min(maxBatch, maxContext)))
+    }
+}
+
+/// KV cache plus every activation buffer, allocated once. `forward` never allocates, so the
+/// decode loop (T = 1) runs without touching the heap.
+public final class InferenceSession: @unchecked Sendable {
+    public let model: LlamaModel
+    public let maxContext: Int
+    public let maxBatch: Int
+    /// Tokens already in the KV cache.
+    public private(set) var position = 0
+
+    // Shapes: B = maxBatch, C = maxContext, d = hidden, f = ffn, V = vocab.
+    let kcache: [FloatBuffer]   // per layer [C, n_kv*hd]
+    let vcache: [FloatBuffer]   // per layer [C, n_kv*hd]
+    let x: FloatBuffer          // [B, d] residual stream
+    let xn: FloatBuffer         // [B, d] normed input of the current sub-block; final hidden states
+    let q: FloatBuffer          // [B, n_heads*hd]
+    let att: FloatBuffer        // [B, n_heads*hd] attention output
+    let gate: FloatBuffer       // [B, f]
+    let up: FloatBuffer         // [B, f]
+    let tmp: FloatBuffer        // [1, d] decode residual branch
+    let attnScratch: FloatBuffer
+    public let logits: FloatBuffer  // [V] logits of the last token after `forward(..., logits: true)`
+
+    init(model: LlamaModel, maxContext: Int, maxBatch: Int) {
+        let c = model.config
+        self.model = model; self.maxContext = maxContext; self.maxBatch = maxBatch
+        kcache = (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
+        vcache = (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
+        x = FloatBuffer(count: maxBatch * c.hiddenSize)
+        xn = FloatBuffer(count: maxBatch * c.hiddenSize)
+        q = FloatBuffer(count: maxBatch * c.qDim)
+        att = FloatBuffer(count: maxBatch * c.qDim)
+        gate = FloatBuffer(count: maxBatch * c.intermediateSize)
+        up = FloatBuffer(count: maxBatch * c.intermediateSize)
+        tmp = FloatBuffer(count: c.hiddenSize)
+        let s = max(qlm_attention_scratch_floats(Int32(maxBatch), Int32(maxContext), Int32(c.numHeads)),
+                    qlm_attention_scratch_floats(1, Int32(maxContext), Int32(c.numHeads)))
+        attnScratch = FloatBuffer(count: s)
+        logits = FloatBuffer(count: c.vocabSize)
+    }
+
+    public func reset() { position = 0 }
+
+    /// Drops cached positions after `n` (e.g. to rewind a conversation).
+    public func truncate(to n: Int) { position = min(position, max(0, n)) }
+
+    /// Bytes held by the KV cache and activation buffers.
+    public var stateBytes: Int {
+        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, logits]).reduce(0) { $0 + $1.count * 4 }
+    }
+
+    /// Runs `tokens` at the current position and appends them to the KV cache.
+    /// - allHidden: require one batch so `hidden` holds every token's final-normed state (perplexity).
+    /// - logits: compute the last token's logits into `logits`.
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logits wantLogits: Bool = true, allHidden: Bool = false) throws {
+        let c = model.config
+        guard position + tokens.count <= maxContext else {
+            throw QLMError.invalidArgument("context full: \(position) + \(tokens.count) tokens exceed the \(maxContext)-token context")
+        }
+        guard !allHidden || tokens.count <= maxBatch else {
+            throw QLMError.invalidArgument("allHidden needs all \(tokens.count) tokens in one batch (max \(maxBatch))")
+        }
+        for t in tokens where t < 0 || Int(t) >= c.vocabSize {
+            throw QLMError.invalidArgument("token id \(t) outside the vocabulary (0..<\(c.vocabSize))")
+        }
+        var start = 0
+        while start < tokens.count {
+            let n = min(maxBatch, tokens.count - start)
+            forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<start + n]))
+            start += n
+        }
+        if wantLogits, tokens.count > 0 {
+            model.weights.lmHead.gemv(xn.ptr + (lastChunkCount - 1) * c.hiddenSize, logits.ptr)
+        }
+    }
+
+    public func forward(_ tokens: [Int32], logits: Bool = true, allHidden: Bool = false) throws {
+        try tokens.withUnsafeBufferPointer { try forward($0, logits: logits, allHidden: allHidden) }
+    }
+
+    /// Final-normed hidden states [T, d] of the last batch run (all tokens when `allHidden`).
+    public var hidden: UnsafeMutablePointer<Float> { xn.ptr }
+    private var lastChunkCount = 0
+
+    private func forwardChunk(_ tokens: UnsafeBufferPointer<Int32>) {
+        let m = model, c = m.config, w = m.weights
+        let T = tokens.count, d = c.hiddenSize, kvd = c.kvDim, pos0 = position
+        let eps = Float(c.rmsNormEps)
+
+        for (t, id) in tokens.enumerated() {
+            (x.ptr + t * d).update(from: w.embed.ptr + Int(id) * d, count: d)
+        }
+        for (l, L) in w.layers.enumerated() {
+            // Attention block. K and V go straight into their cache rows.
+            qlm_rmsnorm_rows(xn.ptr, x.ptr, L.attnNorm.ptr, Int32(T), Int32(d), eps)
+            let kRows = kcache[l].ptr + pos0 * kvd
+            let vRows = vcache[l].ptr + pos0 * kvd
+            L.wq.gemm(xn.ptr, q.ptr, T: T)
+            L.wk.gemm(xn.ptr, kRows, T: T)
+            L.wv.gemm(xn.ptr, vRows, T: T)
+            qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), Int32(pos0), m.invFreq.ptr)
+            qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), Int32(pos0), m.invFreq.ptr)
+            qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
+                          Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+            addProjection(L.wo, input: att.ptr, T: T)
+
+            // MLP block.
+            qlm_rmsnorm_rows(xn.ptr, x.ptr, L.ffnNorm.ptr, Int32(T), Int32(d), eps)
+            L.wGate.gemm(xn.ptr, gate.ptr, T: T)
+            L.wUp.gemm(xn.ptr, up.ptr, T: T)
+            qlm_swiglu(gate.ptr, gate.ptr, up.ptr, T * c.intermediateSize)
+            addProjection(L.wDown, input: gate.ptr, T: T)
+        }
+        position += T
+        qlm_rmsnorm_rows(xn.ptr, x.ptr, w.norm.ptr, Int32(T), Int32(d), eps)
+        lastChunkCount = T
+    }
+
+    /// x[T, d] += input[T, k] · Wᵀ: BLAS accumulates in place for batches; decode adds a GEMV result.
+    @inline(__always)
+    private func addProjection(_ W: Linear, input: UnsafeMutablePointer<Float>, T: Int) {
+        if T == 1 {
+            W.gemv(input, tmp.ptr)
+            let xp = x.ptr
+            for i in 0..<W.rows { xp[i] += tmp.ptr[i] }
+        } else {
+            W.gemm(input, x.ptr, T: T, beta: 1)
+        }
+    }
+}
