@@ -36,11 +36,12 @@ struct Generate: ParsableCommand {
             var detok = StreamingDetokenizer(tokenizer: m.tokenizer)
             var out: [Int32] = []
             var history: [Int32] = []
+            let stops = m.stopIds
             if !json { FileHandle.standardOutput.write(prompt.data(using: .utf8)!) }
             let stats = try Generator(loaded: m, session: session).generate(
-                prompt: ids, maxTokens: n, sampler: &sampler, stopIds: m.stopIds, history: &history) { id in
+                prompt: ids, maxTokens: n, sampler: &sampler, stopIds: stops, history: &history) { id in
                 out.append(id)
-                if !json {
+                if !json && !stops.contains(id) {
                     let piece = detok.push(id)
                     if !piece.isEmpty { FileHandle.standardOutput.write(piece.data(using: .utf8)!) }
                 }
