@@ -90,8 +90,12 @@ void qlm_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, 
 // Rotate-half RoPE (HF layout) in place on x[T, n_heads * head_dim] at positions pos0 .. pos0+T-1.
 // inv_freq[head_dim/2] holds the (possibly scaled) inverse frequencies.
 void qlm_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *inv_freq);
-// h[i] = silu(g[i]) * u[i] over n elements.
+// h[i] = silu(g[i]) * u[i] over n elements (vectorised exp on AVX2/AVX-512).
 void qlm_swiglu(float *h, const float *g, const float *u, size_t n);
+void qlm_swiglu_ref(float *h, const float *g, const float *u, size_t n);
+// x[i] = exp((x[i] - shift) * scale); returns Σ x[i]. The softmax / log-sum-exp core.
+double qlm_exp_shift_sum(float *x, int n, float shift, float scale);
+double qlm_exp_shift_sum_ref(float *x, int n, float shift, float scale);
 // In-place numerically stable softmax over n.
 void qlm_softmax(float *x, int n);
 
@@ -106,6 +110,7 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
 
 // log-softmax helpers for perplexity: returns logsumexp(x[0..n)) - x[target].
 double qlm_nll_from_logits(const float *logits, int n, int target);
+double qlm_nll_from_logits_ref(const float *logits, int n, int target);  // double-precision exp
 // out[r] = NLL of targets[r] under logits row r, for rows of logits[rows, n]; OpenMP over rows.
 void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out);
 
