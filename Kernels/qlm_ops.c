@@ -179,29 +179,31 @@ void qlm_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
 }
 
 void qlm_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps) {
-#pragma omp parallel for schedule(static) if (T >= 64)
     for (int t = 0; t < T; t++) qlm_rmsnorm(out + (size_t)t * n, x + (size_t)t * n, w, n, eps);
 }
 
-void qlm_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *inv_freq) {
-    const int half = head_dim / 2;
-#pragma omp parallel for schedule(static) if (T >= 64)
+void qlm_rope_table(float *cs, float *sn, int T, int half, int pos0, const float *inv_freq) {
     for (int t = 0; t < T; t++) {
-        const float pos = (float)(pos0 + t);
-        float cs[512], sn[512];  // head_dim/2 <= 512 (head_dim <= 1024)
         for (int i = 0; i < half; i++) {
-            // Angle in double: positions up to 1e5+ times frequencies near 1 lose digits in f32.
-            const double a = (double)pos * (double)inv_freq[i];
-            cs[i] = (float)cos(a);
-            sn[i] = (float)sin(a);
+            // Angle in double: positions times frequencies near 1 lose digits in f32.
+            const double a = (double)(pos0 + t) * (double)inv_freq[i];
+            cs[(size_t)t * half + i] = (float)cos(a);
+            sn[(size_t)t * half + i] = (float)sin(a);
         }
+    }
+}
+
+void qlm_rope(float *x, int T, int n_heads, int head_dim, const float *cs, const float *sn) {
+    const int half = head_dim / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
         float *row = x + (size_t)t * n_heads * head_dim;
         for (int h = 0; h < n_heads; h++) {
             float *v = row + (size_t)h * head_dim;
             for (int i = 0; i < half; i++) {
                 const float a = v[i], b = v[i + half];
-                v[i] = a * cs[i] - b * sn[i];
-                v[i + half] = b * cs[i] + a * sn[i];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
             }
         }
     }
@@ -218,14 +220,8 @@ void qlm_swiglu(float *h, const float *g, const float *u, size_t n) {
 #if defined(__x86_64__)
     const qlm_isa isa = qlm_isa_active();
     if (isa == QLM_ISA_AVX512 || isa == QLM_ISA_AVX2) {
-        const size_t chunk = 16384;  // whole cache-friendly pieces per thread
-        const long nchunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static) if (nchunks >= 4)
-        for (long c = 0; c < nchunks; c++) {
-            const size_t a = (size_t)c * chunk, len = (n - a) < chunk ? (n - a) : chunk;
-            if (isa == QLM_ISA_AVX512) swiglu_avx512(h + a, g + a, u + a, len);
-            else swiglu_avx2(h + a, g + a, u + a, len);
-        }
+        if (isa == QLM_ISA_AVX512) swiglu_avx512(h, g, u, n);
+        else swiglu_avx2(h, g, u, n);
         return;
     }
 #endif
@@ -253,15 +249,18 @@ double qlm_nll_from_logits(const float *logits, int n, int target) {
     return log(s) + (double)mx - (double)logits[target];
 }
 
-// Prefill attention goes through BLAS in query chunks so the causal upper triangle beyond each
-// chunk is never computed (about half the work of a full T×T score matrix).
+// Prefill attention goes through BLAS: the query heads sharing one KV head (GQA group) are packed
+// into one matrix so each BLAS call is large, and queries go in chunks so the causal upper
+// triangle beyond each chunk is never computed (about half the work of a full T×T score matrix).
+// Nothing here uses OpenMP: prefill runs on BLAS threads only, so the two thread pools never
+// spin against each other on the same cores.
 #define QLM_ATTN_CHUNK 256
 #define QLM_ATTN_BLAS_MIN_T 16
 
-size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads) {
+size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim) {
     if (T >= QLM_ATTN_BLAS_MIN_T) {
-        const int c = T < QLM_ATTN_CHUNK ? T : QLM_ATTN_CHUNK;
-        return (size_t)c * (size_t)n_ctx;
+        const size_t rows = (size_t)(n_heads / n_kv_heads) * (size_t)(T < QLM_ATTN_CHUNK ? T : QLM_ATTN_CHUNK);
+        return rows * (size_t)n_ctx + 2 * rows * (size_t)head_dim;
     }
     return (size_t)T * (size_t)n_heads * (size_t)n_ctx;
 }
@@ -273,6 +272,84 @@ static void causal_softmax_row(float *s, int n_valid, float scale) {
     for (int j = 0; j < n_valid; j++) s[j] *= inv;
 }
 
+// One query against `valid` cached keys: s = softmax(scale · K q), o = Vᵀ s. Decode-time
+// attention; the dot products need explicit SIMD because f32 reductions do not auto-vectorise.
+static void attend_one_scalar(const float *qv, const float *K, const float *V, int kvstride, int valid,
+                              int hd, float scale, float *s, float *o) {
+    for (int j = 0; j < valid; j++) {
+        const float *kv = K + (size_t)j * kvstride;
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
+        s[j] = d;
+    }
+    causal_softmax_row(s, valid, scale);
+    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    for (int j = 0; j < valid; j++) {
+        const float p = s[j];
+        const float *vv = V + (size_t)j * kvstride;
+        for (int i = 0; i < hd; i++) o[i] += p * vv[i];
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv, const float *K, const float *V, int kvstride,
+                                                                int valid, int hd, float scale, float *s, float *o) {
+    if (hd % 16 != 0 || hd > 256) { attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+    const int nv = hd / 16;
+    __m512 qr[16], acc[16];
+    for (int v = 0; v < nv; v++) qr[v] = _mm512_loadu_ps(qv + 16 * v);
+    for (int j = 0; j < valid; j++) {
+        const float *kv = K + (size_t)j * kvstride;
+        __m512 d = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kv));
+        for (int v = 1; v < nv; v++) d = _mm512_fmadd_ps(qr[v], _mm512_loadu_ps(kv + 16 * v), d);
+        s[j] = _mm512_reduce_add_ps(d);
+    }
+    causal_softmax_row(s, valid, scale);
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
+    for (int j = 0; j < valid; j++) {
+        const __m512 p = _mm512_set1_ps(s[j]);
+        const float *vv = V + (size_t)j * kvstride;
+        for (int v = 0; v < nv; v++) acc[v] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vv + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(o + 16 * v, acc[v]);
+}
+
+__attribute__((target("avx2,fma"))) static void attend_one_avx2(const float *qv, const float *K, const float *V, int kvstride,
+                                                               int valid, int hd, float scale, float *s, float *o) {
+    if (hd % 8 != 0 || hd > 256) { attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+    const int nv = hd / 8;
+    __m256 qr[32], acc[32];
+    for (int v = 0; v < nv; v++) qr[v] = _mm256_loadu_ps(qv + 8 * v);
+    for (int j = 0; j < valid; j++) {
+        const float *kv = K + (size_t)j * kvstride;
+        __m256 d = _mm256_mul_ps(qr[0], _mm256_loadu_ps(kv));
+        for (int v = 1; v < nv; v++) d = _mm256_fmadd_ps(qr[v], _mm256_loadu_ps(kv + 8 * v), d);
+        __m128 x = _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+        x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        x = _mm_add_ss(x, _mm_movehdup_ps(x));
+        s[j] = _mm_cvtss_f32(x);
+    }
+    causal_softmax_row(s, valid, scale);
+    for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+    for (int j = 0; j < valid; j++) {
+        const __m256 p = _mm256_set1_ps(s[j]);
+        const float *vv = V + (size_t)j * kvstride;
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vv + 8 * v), acc[v]);
+    }
+    for (int v = 0; v < nv; v++) _mm256_storeu_ps(o + 8 * v, acc[v]);
+}
+#endif
+
+static void attend_one(qlm_isa isa, const float *qv, const float *K, const float *V, int kvstride, int valid, int hd,
+                       float scale, float *s, float *o) {
+#if defined(__x86_64__)
+    if (isa == QLM_ISA_AVX512) { attend_one_avx512(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+    if (isa == QLM_ISA_AVX2) { attend_one_avx2(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+#endif
+    (void)isa;
+    attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o);
+}
+
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
                    int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
     const int group = n_heads / n_kv_heads;
@@ -281,30 +358,39 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
     const float scale = 1.0f / sqrtf((float)head_dim);
 
     if (T >= QLM_ATTN_BLAS_MIN_T) {
-        for (int h = 0; h < n_heads; h++) {
-            const float *K = kcache + (size_t)(h / group) * head_dim;
-            const float *V = vcache + (size_t)(h / group) * head_dim;
+        for (int g = 0; g < n_kv_heads; g++) {
+            const float *K = kcache + (size_t)g * head_dim;
+            const float *V = vcache + (size_t)g * head_dim;
             for (int t0 = 0; t0 < T; t0 += QLM_ATTN_CHUNK) {
                 const int tc = (T - t0) < QLM_ATTN_CHUNK ? (T - t0) : QLM_ATTN_CHUNK;
-                const int n_keys = pos0 + t0 + tc;  // keys visible to the last query of the chunk
-                const float *Q = q + (size_t)t0 * qstride + (size_t)h * head_dim;
-                float *S = scratch;                  // [tc, n_keys]
-                qlm_sgemm_nt(tc, n_keys, head_dim, Q, qstride, K, kvstride, S, n_keys, 0.0f);
-#pragma omp parallel for schedule(static)
-                for (int i = 0; i < tc; i++) {
-                    float *row = S + (size_t)i * n_keys;
-                    const int valid = pos0 + t0 + i + 1;
-                    causal_softmax_row(row, valid, scale);
-                    for (int j = valid; j < n_keys; j++) row[j] = 0.0f;
+                const int rows = group * tc;          // packed row r = head (r / tc), query t0 + r % tc
+                const int n_keys = pos0 + t0 + tc;    // keys visible to the last query of the chunk
+                float *S = scratch;                                   // [rows, n_keys]
+                float *Qp = S + (size_t)rows * n_keys;                // [rows, hd]
+                float *Op = Qp + (size_t)rows * head_dim;             // [rows, hd]
+                for (int r = 0; r < rows; r++) {
+                    const int h = g * group + r / tc, t = t0 + r % tc;
+                    memcpy(Qp + (size_t)r * head_dim, q + (size_t)t * qstride + (size_t)h * head_dim, sizeof(float) * head_dim);
                 }
-                qlm_sgemm_nn(tc, head_dim, n_keys, S, n_keys, V, kvstride,
-                             out + (size_t)t0 * qstride + (size_t)h * head_dim, qstride, 0.0f);
+                qlm_sgemm_nt(rows, n_keys, head_dim, Qp, head_dim, K, kvstride, S, n_keys, 0.0f);
+                for (int r = 0; r < rows; r++) {
+                    float *row = S + (size_t)r * n_keys;
+                    const int valid = pos0 + t0 + r % tc + 1;
+                    causal_softmax_row(row, valid, scale);
+                    memset(row + valid, 0, sizeof(float) * (size_t)(n_keys - valid));
+                }
+                qlm_sgemm_nn(rows, head_dim, n_keys, S, n_keys, V, kvstride, Op, head_dim, 0.0f);
+                for (int r = 0; r < rows; r++) {
+                    const int h = g * group + r / tc, t = t0 + r % tc;
+                    memcpy(out + (size_t)t * qstride + (size_t)h * head_dim, Op + (size_t)r * head_dim, sizeof(float) * head_dim);
+                }
             }
         }
         return;
     }
 
     const int n_ctx = pos0 + T;
+    const qlm_isa isa = qlm_isa_active();
 #pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < n_heads; h++) {
@@ -312,26 +398,12 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
             const float *K = kcache + (size_t)(h / group) * head_dim;
             const float *V = vcache + (size_t)(h / group) * head_dim;
             float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
-            const int valid = pos0 + t + 1;
-            for (int j = 0; j < valid; j++) {
-                const float *kv = K + (size_t)j * kvstride;
-                float d = 0.0f;
-                for (int i = 0; i < head_dim; i++) d += qv[i] * kv[i];
-                s[j] = d;
-            }
-            causal_softmax_row(s, valid, scale);
             float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
-            for (int i = 0; i < head_dim; i++) o[i] = 0.0f;
-            for (int j = 0; j < valid; j++) {
-                const float p = s[j];
-                const float *vv = V + (size_t)j * kvstride;
-                for (int i = 0; i < head_dim; i++) o[i] += p * vv[i];
-            }
+            attend_one(isa, qv, K, V, kvstride, pos0 + t + 1, head_dim, scale, s, o);
         }
     }
 }
 
 void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out) {
-#pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) out[r] = qlm_nll_from_logits(logits + (size_t)r * n, n, targets[r]);
 }

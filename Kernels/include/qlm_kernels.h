@@ -85,11 +85,14 @@ void qlm_quant_bf16(const float *src, uint16_t *dst, size_t n);
 // ---------------------------------------------------------------------------------------------
 // out[n] = x[n] / sqrt(mean(x²) + eps) * w[n]; out may alias x.
 void qlm_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-// Same over T rows of stride n (prefill); OpenMP over rows.
+// Same over T rows of stride n (prefill). Prefill-side ops are single-threaded on purpose: prefill
+// runs on the BLAS pool, and an OpenMP pool spinning beside it on 2 cores costs more than they save.
 void qlm_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps);
-// Rotate-half RoPE (HF layout) in place on x[T, n_heads * head_dim] at positions pos0 .. pos0+T-1.
-// inv_freq[head_dim/2] holds the (possibly scaled) inverse frequencies.
-void qlm_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *inv_freq);
+// cos/sin tables cs, sn [T, half] for positions pos0 .. pos0+T-1; inv_freq[half] holds the
+// (possibly scaled) inverse frequencies. Computed once per batch, shared by every layer.
+void qlm_rope_table(float *cs, float *sn, int T, int half, int pos0, const float *inv_freq);
+// Rotate-half RoPE (HF layout) in place on x[T, n_heads * head_dim] with tables from qlm_rope_table.
+void qlm_rope(float *x, int T, int n_heads, int head_dim, const float *cs, const float *sn);
 // h[i] = silu(g[i]) * u[i] over n elements (vectorised exp on AVX2/AVX-512).
 void qlm_swiglu(float *h, const float *g, const float *u, size_t n);
 void qlm_swiglu_ref(float *h, const float *g, const float *u, size_t n);
@@ -104,14 +107,14 @@ void qlm_softmax(float *x, int n);
 //   q[T, n_heads*hd], kcache/vcache[max_seq, n_kv*hd] (row stride n_kv*hd), out[T, n_heads*hd],
 //   scratch: at least qlm_attention_scratch_floats(T, pos0+T, n_heads) floats.
 // Uses BLAS for long prefills and a fused per-head loop for decode (T small).
-size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads);
+size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim);
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
                    int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
 
 // log-softmax helpers for perplexity: returns logsumexp(x[0..n)) - x[target].
 double qlm_nll_from_logits(const float *logits, int n, int target);
 double qlm_nll_from_logits_ref(const float *logits, int n, int target);  // double-precision exp
-// out[r] = NLL of targets[r] under logits row r, for rows of logits[rows, n]; OpenMP over rows.
+// out[r] = NLL of targets[r] under logits row r, for rows of logits[rows, n].
 void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out);
 
 #ifdef __cplusplus

@@ -44,6 +44,8 @@ public final class InferenceSession: @unchecked Sendable {
     let up: FloatBuffer         // [B, f]
     let tmp: FloatBuffer        // [1, d] decode residual branch
     let attnScratch: FloatBuffer
+    let ropeCos: FloatBuffer    // [B, hd/2] cos of the current batch's positions
+    let ropeSin: FloatBuffer    // [B, hd/2]
     public let logits: FloatBuffer  // [V] logits of the last token after `forward(..., logits: true)`
 
     init(model: LlamaModel, maxContext: Int, maxBatch: Int) {
@@ -58,9 +60,11 @@ public final class InferenceSession: @unchecked Sendable {
         gate = FloatBuffer(count: maxBatch * c.intermediateSize)
         up = FloatBuffer(count: maxBatch * c.intermediateSize)
         tmp = FloatBuffer(count: c.hiddenSize)
-        let s = max(qlm_attention_scratch_floats(Int32(maxBatch), Int32(maxContext), Int32(c.numHeads)),
-                    qlm_attention_scratch_floats(1, Int32(maxContext), Int32(c.numHeads)))
+        let s = max(qlm_attention_scratch_floats(Int32(maxBatch), Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)),
+                    qlm_attention_scratch_floats(1, Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)))
         attnScratch = FloatBuffer(count: s)
+        ropeCos = FloatBuffer(count: maxBatch * c.headDim / 2)
+        ropeSin = FloatBuffer(count: maxBatch * c.headDim / 2)
         logits = FloatBuffer(count: c.vocabSize)
     }
 
@@ -71,7 +75,7 @@ public final class InferenceSession: @unchecked Sendable {
 
     /// Bytes held by the KV cache and activation buffers.
     public var stateBytes: Int {
-        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, logits]).reduce(0) { $0 + $1.count * 4 }
+        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, ropeCos, ropeSin, logits]).reduce(0) { $0 + $1.count * 4 }
     }
 
     /// Runs `tokens` at the current position and appends them to the KV cache.
@@ -112,6 +116,7 @@ public final class InferenceSession: @unchecked Sendable {
         let T = tokens.count, d = c.hiddenSize, kvd = c.kvDim, pos0 = position
         let eps = Float(c.rmsNormEps)
 
+        qlm_rope_table(ropeCos.ptr, ropeSin.ptr, Int32(T), Int32(c.headDim / 2), Int32(pos0), m.invFreq.ptr)
         for (t, id) in tokens.enumerated() {
             (x.ptr + t * d).update(from: w.embed.ptr + Int(id) * d, count: d)
         }
@@ -123,8 +128,8 @@ public final class InferenceSession: @unchecked Sendable {
             L.wq.gemm(xn.ptr, q.ptr, T: T)
             L.wk.gemm(xn.ptr, kRows, T: T)
             L.wv.gemm(xn.ptr, vRows, T: T)
-            qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), Int32(pos0), m.invFreq.ptr)
-            qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), Int32(pos0), m.invFreq.ptr)
+            qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
+            qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
                           Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
             addProjection(L.wo, input: att.ptr, T: T)

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+import QLMKernels
+@testable import QLM
+
+/// Transformer ops against plain Swift references, on every ISA path this CPU has.
+@Suite("Transformer ops", .serialized)
+struct OpsTests {
+    static let isas: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON].filter { qlm_isa_supported($0) != 0 }
+
+    func random(_ n: Int, _ rng: inout SeededRNG, scale: Float = 1) -> [Float] {
+        (0..<n).map { _ in (Float(rng.next() % 1_000_000) / 500_000 - 1) * scale }
+    }
+
+    func withISA(_ isa: qlm_isa, _ body: () throws -> Void) rethrows {
+        let saved = qlm_isa_active()
+        _ = qlm_isa_force(isa)
+        defer { _ = qlm_isa_force(saved) }
+        try body()
+    }
+
+    @Test("Vectorised exp, SwiGLU and NLL match the libm references")
+    func expFamily() {
+        var rng = SeededRNG(seed: 5)
+        for isa in Self.isas {
+            withISA(isa) {
+                for n in [1, 7, 16, 17, 100, 1000, 49152] {
+                    let x = random(n, &rng, scale: 30)
+                    var a = x, b = x
+                    let sa = qlm_exp_shift_sum(&a, Int32(n), 2.5, 0.7)
+                    let sb = qlm_exp_shift_sum_ref(&b, Int32(n), 2.5, 0.7)
+                    // f32 lane sums over up to 3072 terms per lane: relative error well under 1e-5.
+                    #expect(abs(sa - sb) <= 1e-5 * sb, "isa \(isa.rawValue) n \(n)")
+                    #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 3e-7 * max(abs($1), 1e-30) })
+                    let g = random(n, &rng, scale: 20), u = random(n, &rng)
+                    var h1 = [Float](repeating: 0, count: n), h2 = h1
+                    qlm_swiglu(&h1, g, u, n); qlm_swiglu_ref(&h2, g, u, n)
+                    #expect(zip(h1, h2).allSatisfy { abs($0 - $1) <= 1e-6 * max(abs($1), 1) })
+                    let target = Int32(n / 2)
+                    #expect(abs(qlm_nll_from_logits(x, Int32(n), target) - qlm_nll_from_logits_ref(x, Int32(n), target)) < 1e-5)
+                }
+            }
+        }
+    }
+
+    /// Naive causal attention for queries at positions pos0..pos0+T-1.
+    func referenceAttention(q: [Float], k: [Float], v: [Float], T: Int, pos0: Int, heads: Int, kvHeads: Int, hd: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: T * heads * hd)
+        let group = heads / kvHeads
+        for t in 0..<T {
+            for h in 0..<heads {
+                let g = h / group, n = pos0 + t + 1
+                var s = [Double](repeating: 0, count: n)
+                for j in 0..<n {
+                    var d = 0.0
+                    for i in 0..<hd { d += Double(q[(t * heads + h) * hd + i]) * Double(k[(j * kvHeads + g) * hd + i]) }
+                    s[j] = d / Double(hd).squareRoot()
+                }
+                let mx = s.max()!
+                let e = s.map { exp($0 - mx) }, z = e.reduce(0, +)
+                for i in 0..<hd {
+                    var o = 0.0
+                    for j in 0..<n { o += e[j] / z * Double(v[(j * kvHeads + g) * hd + i]) }
+                    out[(t * heads + h) * hd + i] = Float(o)
+                }
+            }
+        }
+        return out
+    }
+
+    @Test("Attention (decode loop and BLAS prefill) matches a naive reference",
+          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128)])
+    func attention(heads: Int, kvHeads: Int, hd: Int) {
+        var rng = SeededRNG(seed: UInt64(heads * 100 + hd))
+        for isa in Self.isas {
+            withISA(isa) {
+                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (20, 0), (300, 0), (33, 270)] {
+                    let ctx = pos0 + T
+                    let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng), v = random(ctx * kvHeads * hd, &rng)
+                    let ref = referenceAttention(q: q, k: k, v: v, T: T, pos0: pos0, heads: heads, kvHeads: kvHeads, hd: hd)
+                    var out = [Float](repeating: .nan, count: T * heads * hd)
+                    var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                    qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &scratch)
+                    let err = zip(out, ref).map { abs($0 - $1) }.max()!
+                    #expect(err < 1e-4, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd): \(err)")
+                }
+            }
+        }
+    }
+
+    @Test("RoPE rotates pairs (i, i+hd/2) by position × frequency")
+    func rope() {
+        let hd = 6, half = 3, T = 2, heads = 2
+        let inv: [Float] = [1, 0.1, 0.01]
+        var cs = [Float](repeating: 0, count: T * half), sn = cs
+        qlm_rope_table(&cs, &sn, Int32(T), Int32(half), 5, inv)
+        var x = (0..<(T * heads * hd)).map { Float($0 % 7) - 3 }
+        let orig = x
+        qlm_rope(&x, Int32(T), Int32(heads), Int32(hd), cs, sn)
+        for t in 0..<T { for h in 0..<heads { for i in 0..<half {
+            let a = Double((5 + t)) * Double(inv[i])
+            let base = (t * heads + h) * hd
+            let x0 = Double(orig[base + i]), x1 = Double(orig[base + i + half])
+            #expect(abs(Double(x[base + i]) - (x0 * cos(a) - x1 * sin(a))) < 1e-5)
+            #expect(abs(Double(x[base + i + half]) - (x1 * cos(a) + x0 * sin(a))) < 1e-5)
+        } } }
+    }
+}
