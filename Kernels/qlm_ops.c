@@ -407,3 +407,7 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
 void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out) {
     for (int r = 0; r < rows; r++) out[r] = qlm_nll_from_logits(logits + (size_t)r * n, n, targets[r]);
 }
+
+void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc) {
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, alpha, A, lda, beta, C, ldc);
+}

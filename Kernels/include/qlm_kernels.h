@@ -48,6 +48,9 @@ void qlm_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, 
 void qlm_sgemm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc, float beta);
 
+// Upper triangle of C[n, n] = alpha · Aᵀ A + beta · C for A [k, n] (Hessians X ᵀX of layer inputs).
+void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc);
+
 // ---------------------------------------------------------------------------------------------
 // GGUF block formats (dequantized at load). Sizes asserted in qlm_dequant_gguf.c.
 // ---------------------------------------------------------------------------------------------

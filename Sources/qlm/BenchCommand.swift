@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QLM
+import QLMKernels
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Prefill and decode speed, latency percentiles, memory and bandwidth.")
@@ -51,9 +52,11 @@ struct Convert: ParsableCommand {
     @Option(help: "Output format (hf-safetensors).") var to: String = "hf-safetensors"
     @Option(help: "f16, bf16 or f32.") var dtype: String = "f16"
     @Argument(help: "Output folder (must not exist, or be empty).") var outDir: String
+    @Option(help: "Threads (default: all cores).") var threads: Int?
 
     func run() throws {
         try QLMCommand.guarded {
+            qlm_set_threads_from(threads)
             guard to == "hf-safetensors" else { throw QLMError.invalidArgument("--to must be hf-safetensors") }
             guard let dt = ["f16": TensorDType.f16, "bf16": .bf16, "f32": .f32][dtype] else {
                 throw QLMError.invalidArgument("--dtype must be f16, bf16 or f32")

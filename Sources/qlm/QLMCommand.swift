@@ -8,7 +8,7 @@ struct QLMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qlm",
         abstract: "Quantize, evaluate and run Llama-family models on the CPU.",
-        subcommands: [Perplexity.self, Generate.self, Chat.self, Bench.self, Convert.self, Info.self]
+        subcommands: [Perplexity.self, Generate.self, Chat.self, Bench.self, Quantize.self, Convert.self, Info.self]
     )
 
     /// Runs a command body, turning a QLMError into a one-line message and exit code 1.
@@ -29,12 +29,8 @@ struct ModelOptions: ParsableArguments {
     var threads: Int?
 
     func apply() throws {
-        if let t = threads {
-            guard t >= 1 else { throw ValidationError("--threads must be at least 1") }
-            qlm_set_threads(Int32(t))
-        } else {
-            qlm_set_threads(0)
-        }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        qlm_set_threads_from(threads)
     }
 
     func load(quiet: Bool = false) throws -> LoadedModel {
@@ -81,3 +77,6 @@ func jsonString<T: Encodable>(_ v: T) -> String {
     enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     return String(data: try! enc.encode(v), encoding: .utf8)!
 }
+
+/// Sizes the kernel and BLAS thread pools: n threads, or all cores when nil.
+func qlm_set_threads_from(_ n: Int?) { qlm_set_threads(Int32(n ?? 0)) }

@@ -59,7 +59,7 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int32], seqlen: Int, 
         var r0 = first
         while r0 < seqlen - 1 {
             let n = min(chunk, seqlen - 1 - r0)
-            model.weights.lmHead.gemm(session.hidden + r0 * model.config.hiddenSize, logits.ptr, T: n)
+            model.weights.lmHead.gemm(session.hidden + r0 * model.config.hiddenSize, logits.ptr, T: n, scratch: session.qscratch.ptr)
             window.withUnsafeBufferPointer { wp in
                 nllRow.withUnsafeMutableBufferPointer { out in
                     qlm_nll_rows(logits.ptr, Int32(n), Int32(V), wp.baseAddress! + r0 + 1, out.baseAddress!)

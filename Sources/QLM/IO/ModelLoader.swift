@@ -3,6 +3,8 @@ import Foundation
 /// What a model path points at.
 public enum ModelFormat: String, Sendable {
     case gguf, hf
+    /// A folder written by `qlm quantize` (packed weights + manifest).
+    case qlm
 }
 
 /// A checkpoint opened and validated, before weights are dequantized.
@@ -18,7 +20,8 @@ public struct ModelCheckpoint: @unchecked Sendable {
     public var hfDirectory: String?
 
     public func loadWeights() throws -> LlamaWeights {
-        try LlamaWeights.load(config: config, source: source, naming: naming)
+        if let q = source as? QLMWeightsFile { return try LlamaWeights.loadPacked(config: config, file: q) }
+        return try LlamaWeights.load(config: config, source: source, naming: naming)
     }
 }
 
@@ -35,6 +38,11 @@ public func openCheckpoint(_ path: String) throws -> ModelCheckpoint {
             throw QLMError.io(path: path, detail: "not a model folder: no config.json (a Hugging Face model) and \(ggufs.isEmpty ? "no" : "several") .gguf file(s)")
         }
         let config = try LlamaConfig.fromHFConfig(path: path + "/config.json")
+        if isQuantizedFolder(path) {
+            let file = try QLMWeightsFile(path: path + "/model.qlmw")
+            return ModelCheckpoint(path: path, format: .qlm, config: config, source: file, naming: .hf,
+                                   ggufMetadata: nil, hfDirectory: path)
+        }
         let source = try openSafetensorsModel(directory: path)
         return ModelCheckpoint(path: path, format: .hf, config: config, source: source, naming: .hf,
                                ggufMetadata: nil, hfDirectory: path)

@@ -1,12 +1,13 @@
 import Foundation
 import QLMKernels
 
-/// A linear layer's weight W [rows = out, cols = in]. The storage is an enum so packed low-bit
-/// formats slot in beside dense f32 without touching the model code: every caller goes through
-/// `gemv` (decode) and `gemm` (prefill).
+/// A linear layer's weight W [rows = out, cols = in]: dense f32, or a packed low-bit matrix run
+/// by the quantized kernels. Every caller goes through `gemv` (decode) and `gemm` (prefill), so
+/// the model code does not care which.
 public final class Linear: @unchecked Sendable {
     public enum Storage {
-        case f32(FloatBuffer)  // row-major [rows, cols]
+        case f32(FloatBuffer)      // row-major [rows, cols]
+        case packed(PackedMatrix)  // affine / lut / f16, optional outliers and permutation
     }
     public let rows: Int
     public let cols: Int
@@ -17,28 +18,67 @@ public final class Linear: @unchecked Sendable {
         self.rows = rows; self.cols = cols; storage = .f32(f32)
     }
 
+    public init(packed: PackedMatrix) {
+        rows = packed.rows; cols = packed.cols; storage = .packed(packed)
+    }
+
     /// Bytes streamed from memory for one GEMV (what decode speed is bounded by).
     public var bytesPerToken: Int {
         switch storage {
         case .f32: return rows * cols * 4
+        case let .packed(p): return p.storageBytes
+        }
+    }
+
+    public var bitsPerWeight: Double {
+        switch storage {
+        case .f32: return 32
+        case let .packed(p): return p.bitsPerWeight
+        }
+    }
+
+    /// Floats of scratch `gemv`/`gemm` need (padded input, dequantized tiles).
+    public var scratchFloats: Int {
+        switch storage {
+        case .f32: return 0
+        case let .packed(p): return max(p.scratchFloats, p.tileFloats)
         }
     }
 
     /// y[rows] = W · x[cols]
     @inline(__always)
-    public func gemv(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    public func gemv(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         switch storage {
         case let .f32(w): qlm_gemv_f32(w.ptr, x, y, Int32(rows), Int32(cols))
+        case let .packed(p): p.gemv(x, y, scratch: scratch)
         }
     }
 
-    /// Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y). T == 1 takes the GEMV path.
+    /// Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y). T == 1 with beta 0 takes the GEMV path.
     public func gemm(_ X: UnsafePointer<Float>, _ Y: UnsafeMutablePointer<Float>, T: Int, beta: Float = 0,
-                     scratch: UnsafeMutablePointer<Float>? = nil) {
+                     scratch: UnsafeMutablePointer<Float>) {
+        if T == 1 && beta == 0 { gemv(X, Y, scratch: scratch); return }
         switch storage {
         case let .f32(w):
-            if T == 1 && beta == 0 { qlm_gemv_f32(w.ptr, X, Y, Int32(rows), Int32(cols)); return }
             qlm_sgemm_nt(Int32(T), Int32(rows), Int32(cols), X, Int32(cols), w.ptr, Int32(cols), Y, Int32(rows), beta)
+        case let .packed(p): p.gemm(X, Y, T: T, beta: beta, tile: scratch)
+        }
+    }
+
+    /// Row r as f32 (embedding lookup).
+    @inline(__always)
+    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case let .f32(w): out.update(from: w.ptr + r * cols, count: cols)
+        case let .packed(p): p.dequantRows(r, r + 1, into: out)
+        }
+    }
+
+    /// The whole matrix as f32, row-major (dequantized when packed).
+    public func denseF32() -> [Float] {
+        switch storage {
+        case let .f32(w): return w.array
+        case let .packed(p): return p.dequantized()
         }
     }
 }

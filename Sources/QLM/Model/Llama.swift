@@ -46,6 +46,7 @@ public final class InferenceSession: @unchecked Sendable {
     let attnScratch: FloatBuffer
     let ropeCos: FloatBuffer    // [B, hd/2] cos of the current batch's positions
     let ropeSin: FloatBuffer    // [B, hd/2]
+    let qscratch: FloatBuffer   // padded inputs / dequantized tiles for packed matrices
     public let logits: FloatBuffer  // [V] logits of the last token after `forward(..., logits: true)`
 
     init(model: LlamaModel, maxContext: Int, maxBatch: Int) {
@@ -66,6 +67,7 @@ public final class InferenceSession: @unchecked Sendable {
         ropeCos = FloatBuffer(count: maxBatch * c.headDim / 2)
         ropeSin = FloatBuffer(count: maxBatch * c.headDim / 2)
         logits = FloatBuffer(count: c.vocabSize)
+        qscratch = FloatBuffer(count: model.weights.allLinears.map(\.scratchFloats).max() ?? 0)
     }
 
     public func reset() { position = 0 }
@@ -75,7 +77,7 @@ public final class InferenceSession: @unchecked Sendable {
 
     /// Bytes held by the KV cache and activation buffers.
     public var stateBytes: Int {
-        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, ropeCos, ropeSin, logits]).reduce(0) { $0 + $1.count * 4 }
+        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, ropeCos, ropeSin, qscratch, logits]).reduce(0) { $0 + $1.count * 4 }
     }
 
     /// Runs `tokens` at the current position and appends them to the KV cache.
@@ -99,7 +101,7 @@ public final class InferenceSession: @unchecked Sendable {
             start += n
         }
         if wantLogits, tokens.count > 0 {
-            model.weights.lmHead.gemv(xn.ptr + (lastChunkCount - 1) * c.hiddenSize, logits.ptr)
+            model.weights.lmHead.gemv(xn.ptr + (lastChunkCount - 1) * c.hiddenSize, logits.ptr, scratch: qscratch.ptr)
         }
     }
 
@@ -115,19 +117,20 @@ public final class InferenceSession: @unchecked Sendable {
         let m = model, c = m.config, w = m.weights
         let T = tokens.count, d = c.hiddenSize, kvd = c.kvDim, pos0 = position
         let eps = Float(c.rmsNormEps)
+        let qs = qscratch.ptr
 
         qlm_rope_table(ropeCos.ptr, ropeSin.ptr, Int32(T), Int32(c.headDim / 2), Int32(pos0), m.invFreq.ptr)
         for (t, id) in tokens.enumerated() {
-            (x.ptr + t * d).update(from: w.embed.ptr + Int(id) * d, count: d)
+            w.embed.copyRow(Int(id), into: x.ptr + t * d)
         }
         for (l, L) in w.layers.enumerated() {
             // Attention block. K and V go straight into their cache rows.
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.attnNorm.ptr, Int32(T), Int32(d), eps)
             let kRows = kcache[l].ptr + pos0 * kvd
             let vRows = vcache[l].ptr + pos0 * kvd
-            L.wq.gemm(xn.ptr, q.ptr, T: T)
-            L.wk.gemm(xn.ptr, kRows, T: T)
-            L.wv.gemm(xn.ptr, vRows, T: T)
+            L.wq.gemm(xn.ptr, q.ptr, T: T, scratch: qs)
+            L.wk.gemm(xn.ptr, kRows, T: T, scratch: qs)
+            L.wv.gemm(xn.ptr, vRows, T: T, scratch: qs)
             qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
@@ -136,8 +139,8 @@ public final class InferenceSession: @unchecked Sendable {
 
             // MLP block.
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.ffnNorm.ptr, Int32(T), Int32(d), eps)
-            L.wGate.gemm(xn.ptr, gate.ptr, T: T)
-            L.wUp.gemm(xn.ptr, up.ptr, T: T)
+            L.wGate.gemm(xn.ptr, gate.ptr, T: T, scratch: qs)
+            L.wUp.gemm(xn.ptr, up.ptr, T: T, scratch: qs)
             qlm_swiglu(gate.ptr, gate.ptr, up.ptr, T * c.intermediateSize)
             addProjection(L.wDown, input: gate.ptr, T: T)
         }
@@ -150,11 +153,11 @@ public final class InferenceSession: @unchecked Sendable {
     @inline(__always)
     private func addProjection(_ W: Linear, input: UnsafeMutablePointer<Float>, T: Int) {
         if T == 1 {
-            W.gemv(input, tmp.ptr)
+            W.gemv(input, tmp.ptr, scratch: qscratch.ptr)
             let xp = x.ptr
             for i in 0..<W.rows { xp[i] += tmp.ptr[i] }
         } else {
-            W.gemm(input, x.ptr, T: T, beta: 1)
+            W.gemm(input, x.ptr, T: T, beta: 1, scratch: qscratch.ptr)
         }
     }
 }

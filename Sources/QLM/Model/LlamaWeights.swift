@@ -51,18 +51,24 @@ public final class LlamaWeights: @unchecked Sendable {
     }
 
     public let config: LlamaConfig
-    public let embed: FloatBuffer            // [vocab, d]
+    public let embed: Linear                 // [vocab, d]; rows are looked up, and it is the head when tied
     public let layers: [Layer]
     public let norm: FloatBuffer             // [d]
     public let lmHead: Linear                // [vocab, d]; shares `embed` when tied
     /// Llama-3 GGUFs store the RoPE scaling as per-frequency divisors (`rope_freqs.weight`).
     public let ropeFreqFactors: [Float]?
 
-    public init(config: LlamaConfig, embed: FloatBuffer, layers: [Layer], norm: FloatBuffer, lmHead: Linear?,
+    public init(config: LlamaConfig, embed: Linear, layers: [Layer], norm: FloatBuffer, lmHead: Linear?,
                 ropeFreqFactors: [Float]? = nil) {
         self.config = config; self.embed = embed; self.layers = layers; self.norm = norm
-        self.lmHead = lmHead ?? Linear(rows: config.vocabSize, cols: config.hiddenSize, f32: embed)
+        self.lmHead = lmHead ?? embed
         self.ropeFreqFactors = ropeFreqFactors
+    }
+
+    public var allLinears: [Linear] {
+        var out = [embed] + layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }
+        if lmHead !== embed { out.append(lmHead) }
+        return out
     }
 
     /// Canonical (HF) tensor names with their shapes, in file order.
@@ -149,15 +155,15 @@ public final class LlamaWeights: @unchecked Sendable {
                          wDown: lin(p + "mlp.down_proj.weight", c.hiddenSize, c.intermediateSize))
         }
         let head = c.tieWordEmbeddings ? nil : lin("lm_head.weight", c.vocabSize, c.hiddenSize)
-        return LlamaWeights(config: c, embed: buffers["model.embed_tokens.weight"]!, layers: layers,
+        return LlamaWeights(config: c, embed: lin("model.embed_tokens.weight", c.vocabSize, c.hiddenSize), layers: layers,
                             norm: buffers["model.norm.weight"]!, lmHead: head, ropeFreqFactors: ropeFactors)
     }
 
     /// All tensors under their HF names (Q/K in rotate-half layout), for writing checkpoints.
     public func namedTensors() -> [(name: String, shape: [Int], data: [Float])] {
         var out: [(String, [Int], [Float])] = []
-        func dense(_ l: Linear) -> [Float] { if case let .f32(b) = l.storage { return b.array }; return [] }
-        out.append(("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], embed.array))
+        func dense(_ l: Linear) -> [Float] { l.denseF32() }
+        out.append(("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], dense(embed)))
         for (i, L) in layers.enumerated() {
             let p = "model.layers.\(i)."
             out += [(p + "input_layernorm.weight", [config.hiddenSize], L.attnNorm.array),
@@ -177,7 +183,8 @@ public final class LlamaWeights: @unchecked Sendable {
 
     /// Bytes of weights streamed per decoded token (every matrix once, plus the output head).
     public var weightBytesPerToken: Int {
-        var b = lmHead.bytesPerToken + (norm.count + config.hiddenSize) * 4
+        // The embedding row lookup reads one row, negligible next to the matrices.
+        var b = lmHead.bytesPerToken + norm.count * 4
         for L in layers {
             b += [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].reduce(0) { $0 + $1.bytesPerToken }
             b += (L.attnNorm.count + L.ffnNorm.count) * 4

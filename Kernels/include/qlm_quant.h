@@ -1,0 +1,101 @@
+// Packed low-bit weight formats and their kernels.
+//
+// A packed matrix W [rows, cols] stores each row as `codes` in superblocks of 64 weights (the row
+// is zero-padded to a multiple of 64 columns), plus per-group dequantization parameters:
+//   affine: w = scale_g * (q - zero_g)          q in [0, 2^bits), scale/zero f16, per group of G cols
+//   lut:    w = lut_r[q]                        one 2^bits-entry f16 codebook per row
+//   f16:    w = half float                      dense f16 (no codes; used for the output head)
+// plus an optional sparse f32-exact residual (outliers, CSR) added in the same pass, and an
+// optional column permutation (act-order): the matrix is stored with columns in `perm` order, so
+// y = W · x is computed as W_stored · x[perm] — x is gathered once per call, never per element.
+//
+// Superblock layouts (64 weights; "w[k]" = weight k of the superblock, codes unsigned):
+//   bits 2: 16 bytes. byte i (0..15): bits 2k..2k+1 hold w[i + 16k], k = 0..3.
+//   bits 3: 24 bytes. bytes 0..15: the low 2 bits, laid out as for bits 2;
+//           bytes 16..23: the high bit. byte 16+i (i = 0..7): bit k = hi(w[i + 16k]),
+//           bit 4+k = hi(w[i + 8 + 16k]), k = 0..3.
+//   bits 4: 32 bytes. byte i (0..31): low nibble = w[i], high nibble = w[i + 32].
+//   bits 8: 64 bytes. byte i = w[i].
+// These layouts let a 16-lane SIMD register take 16 consecutive weights with one zero-extending
+// load plus shifts and masks; 3-bit is dense (3 bits/weight), not padded to 4.
+#ifndef QLM_QUANT_H
+#define QLM_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "qlm_kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QLM_SUPERBLOCK 64
+
+typedef enum {
+    QLM_FMT_AFFINE = 0,
+    QLM_FMT_LUT = 1,
+    QLM_FMT_F16 = 2,
+} qlm_format;
+
+// A packed matrix. Pointers may point into a memory-mapped file; nothing is owned.
+typedef struct {
+    int32_t rows, cols;
+    int32_t format;             // qlm_format
+    int32_t bits;               // 2, 3, 4, 8 (affine); 2, 3, 4 (lut); 16 (f16)
+    int32_t group_size;         // affine: 32, 64, 128, or == cols (one group per row); lut/f16: cols
+    const uint8_t *codes;       // [rows, qlm_row_bytes(bits, cols)]; f16: [rows, cols] uint16 halves
+    const uint16_t *scales;     // affine: [rows, n_groups] f16
+    const uint16_t *zeros;      // affine: [rows, n_groups] f16 (may be fractional; symmetric: 2^(bits-1))
+    const uint16_t *lut;        // lut: [rows, 2^bits] f16
+    const int32_t *perm;        // [cols] or NULL: stored column j holds original column perm[j]
+    // Outliers (CSR over stored rows, original column indices), added exactly: y_r += Σ val·x[col].
+    int32_t n_outliers;
+    const int32_t *out_rowptr;  // [rows + 1] or NULL when n_outliers == 0
+    const uint16_t *out_col;    // [n_outliers] original column index (cols <= 65535)
+    const float *out_val;       // [n_outliers]
+} qlm_qmatrix;
+
+// Bytes of packed codes per row (superblock-padded).
+size_t qlm_row_bytes(int bits, int cols);
+int qlm_n_groups(const qlm_qmatrix *m);
+// Exact storage in bits (codes incl. padding, scales, zeros, LUT, outliers, permutation) / rows·cols.
+double qlm_bits_per_weight(const qlm_qmatrix *m);
+size_t qlm_storage_bytes(const qlm_qmatrix *m);
+
+// Pack unpacked codes q[rows, cols] (one uint8 per weight, < 2^bits) into dst[rows, row_bytes].
+void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols);
+// Inverse of qlm_pack_codes (exact round trip).
+void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int cols);
+
+// Dequantize rows [r0, r1) into out[(r1 - r0), cols] in ORIGINAL column order, outliers included.
+void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);
+
+// y[rows] = W · x[cols] on the active ISA, OpenMP over rows (never call from a parallel region).
+// `scratch` holds at least qlm_qgemv_scratch_floats(m) floats (padded/permuted x, group sums).
+size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
+void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
+void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
+// Scalar reference: dequantize and dot, single thread.
+void qlm_qgemv_ref(const qlm_qmatrix *m, const float *x, float *y);
+
+// Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y): dequantizes row tiles into `tile` and calls sgemm.
+// `tile` holds at least qlm_qgemm_tile_floats(m) floats.
+size_t qlm_qgemm_tile_floats(const qlm_qmatrix *m);
+void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta, float *tile);
+
+// One table mapping each format to its functions (bits-independent entry points above dispatch
+// through it).
+typedef struct {
+    qlm_format format;
+    const char *name;
+    void (*pack)(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols);
+    void (*unpack)(int bits, const uint8_t *src, uint8_t *q, int rows, int cols);
+    void (*gemv)(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
+    void (*dequant_rows)(const qlm_qmatrix *m, int r0, int r1, float *out);
+} qlm_format_ops;
+const qlm_format_ops *qlm_format_table(qlm_format f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

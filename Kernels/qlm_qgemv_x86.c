@@ -1,0 +1,610 @@
+// Packed low-bit GEMV row kernels for x86: AVX-512 (F/BW/VL) and AVX2 + FMA + F16C.
+//
+// Decode (see the superblock layouts in qlm_quant.h): one zero-extending load (vpmovzxbd) turns
+// 16 (AVX-512) or 8 (AVX2) code bytes into 32-bit lanes; shifting gives the next 16-weight chunk
+// of the superblock. For bits <= 4 the weights come from a 16-entry f32 value table held in a
+// register — affine: t[i] = s·(i − z) built once per group (one subtract, one multiply); lut: the
+// row's codebook — and one permute per vector dequantises: vpermps only reads the low 4 (AVX2: 3)
+// index bits, so the junk above a code never needs masking, as long as the table repeats every
+// 2^bits entries (2-bit: period 4, 3-bit: period 8). 4-bit on AVX2 uses two 8-entry permutes and
+// a blend on index bit 3. 8-bit converts codes to f32 and computes s·(q − z) per vector.
+// Hence every path computes exactly the weights of qlm_qmatrix_dequant_rows; only the summation
+// order differs (two accumulators per row: even / odd chunks).
+//
+// Four rows share each load of x; while a 4-row block is consumed, the block(s) ~16 KiB ahead
+// are software-prefetched in linear address order (as in qlm_gemv_f32.c). The 1-row kernel does
+// exactly the operations of one row of the 4-row kernel, so results do not depend on blocking.
+#if defined(__x86_64__) || defined(__i386__)
+#include "qlm_quant_impl.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define Q256 __attribute__((target("avx2,fma,f16c")))
+#define QINL __attribute__((always_inline)) static inline
+
+// Value-table index patterns: entry i holds code (i mod 2^bits).
+static const float qlm_iota2[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+static const float qlm_iota3[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
+static const float qlm_iota3hi[16] = {4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7};
+static const float qlm_iota4[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+// Lane j -> j / 4: turns a period-4 table t[j & 3] into t[j >> 2] (index bits 2..3 select).
+static const int32_t qlm_div4[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+
+static inline const float *iota_for(int bits) {
+    return bits == 2 ? qlm_iota2 : bits == 3 ? qlm_iota3 : qlm_iota4;
+}
+
+// Software prefetch distance in bytes: whole NR-row blocks, at least ~16 KiB ahead, at most 8.
+static inline size_t pf_distance(size_t block_bytes) {
+    size_t k = (16384 + block_bytes - 1) / block_bytes;
+    if (k > 8) k = 8;
+    return k * block_bytes;
+}
+
+enum { KIND_AFFINE = 0, KIND_LUT = 1 };
+
+// =============================================================================================
+// AVX-512
+// =============================================================================================
+Q512 QINL float hsum512(__m512 v) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Indices of the four 16-weight chunks of one superblock (codes in the low bits, for bits <= 4
+// possibly junk above them; for 8-bit the exact codes).
+// PAIR (2-bit codes in pairs of chunks): chunks 1 and 3 reuse the indices of chunks 0 and 2 and
+// are looked up in a table that reads index bits 2..3 (t[j >> 2]) instead of bits 0..1, which
+// saves two of the three shifts.
+Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m512i idx[4], __mmask16 hm[4]) {
+    if (BITS == 2 || (BITS == 3 && PAIR)) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        idx[0] = idx[1] = v;
+        idx[2] = idx[3] = _mm512_srli_epi32(v, 4);
+        if (BITS == 3) {
+            const __m128i h8 = _mm_loadl_epi64((const __m128i *)(p + 16));
+            const __m128i h = _mm_unpacklo_epi64(h8, _mm_srli_epi16(h8, 4));
+            hm[0] = _mm_test_epi8_mask(h, _mm_set1_epi8(1));
+            hm[1] = _mm_test_epi8_mask(h, _mm_set1_epi8(2));
+            hm[2] = _mm_test_epi8_mask(h, _mm_set1_epi8(4));
+            hm[3] = _mm_test_epi8_mask(h, _mm_set1_epi8(8));
+        }
+    } else if (BITS == 3) {
+        // Low 2 bits as for 2-bit (the tables repeat every 4 entries); the high bit becomes a lane
+        // mask per chunk: lanes 0..7 = bytes 16..23, lanes 8..15 = the same bytes >> 4, bit k.
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        idx[0] = v;
+        idx[1] = _mm512_srli_epi32(v, 2);
+        idx[2] = _mm512_srli_epi32(v, 4);
+        idx[3] = _mm512_srli_epi32(v, 6);
+        const __m128i h8 = _mm_loadl_epi64((const __m128i *)(p + 16));
+        const __m128i h = _mm_unpacklo_epi64(h8, _mm_srli_epi16(h8, 4));
+        hm[0] = _mm_test_epi8_mask(h, _mm_set1_epi8(1));
+        hm[1] = _mm_test_epi8_mask(h, _mm_set1_epi8(2));
+        hm[2] = _mm_test_epi8_mask(h, _mm_set1_epi8(4));
+        hm[3] = _mm_test_epi8_mask(h, _mm_set1_epi8(8));
+    } else if (BITS == 4) {
+        const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        const __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)));
+        idx[0] = lo;
+        idx[1] = hi;
+        idx[2] = _mm512_srli_epi32(lo, 4);
+        idx[3] = _mm512_srli_epi32(hi, 4);
+    } else {  // 8
+        for (int k = 0; k < 4; k++) idx[k] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16 * k)));
+    }
+}
+
+// Converts n (<= 16) f16 values to f32 into out[16] (masked load: never reads past the end).
+Q512 QINL void f16x16_to_f32(const uint16_t *src, int n, float *out) {
+    const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+    _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, src)));
+}
+
+// The row's codebook as a 16-entry table; 2-bit repeats it 4 times. 3-bit: two tables, entries
+// 0..3 (hi = 0) and 4..7 (hi = 1), each repeated 4 times.
+Q512 QINL __m512 lut_table512(const uint16_t *lut, const int BITS) {
+    __m256i h;
+    if (BITS == 2 || BITS == 3) {
+        uint64_t v;
+        memcpy(&v, lut, 8);
+        h = _mm256_set1_epi64x((long long)v);
+    } else {
+        h = _mm256_loadu_si256((const __m256i *)lut);
+    }
+    return _mm512_cvtph_ps(h);
+}
+
+// Per-block state of the AVX-512 kernel (lives in registers once inlined).
+// (The f32 scale/zero cache is kept apart from the vectors: its dynamic indexing would otherwise
+// force the whole state into memory.)
+typedef struct {
+    __m512 acc0[4], acc1[4];  // even / odd chunks
+    __m512 tb[4], th[4];      // value tables (3-bit: th = entries with the high bit set)
+    __m512 tb1[4], th1[4];    // PAIR: the same tables indexed by bits 2..3
+    __m512 sv[4], zv[4];      // 8-bit: scale and zero
+} q512_state;
+typedef struct {
+    float sc[4][16], zc[4][16];
+} q512_cache;
+
+// Rebuilds row i's dequantisation state for affine group g (f32 scales/zeros cached 16 at a time).
+Q512 QINL void q512_group(q512_state *st, q512_cache *ca, const qlm_qmatrix *m, int row, int i, int g, int ng,
+                          const int BITS) {
+    if ((g & 15) == 0) {
+        const int n = ng - g < 16 ? ng - g : 16;
+        const size_t off = (size_t)row * (size_t)ng + (size_t)g;
+        f16x16_to_f32(m->scales + off, n, ca->sc[i]);
+        f16x16_to_f32(m->zeros + off, n, ca->zc[i]);
+    }
+    const __m512 s1 = _mm512_set1_ps(ca->sc[i][g & 15]), z1 = _mm512_set1_ps(ca->zc[i][g & 15]);
+    if (BITS == 8) {
+        st->sv[i] = s1;
+        st->zv[i] = z1;
+    } else {
+        st->tb[i] = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(BITS == 3 ? qlm_iota2 : iota_for(BITS)), z1), s1);
+        if (BITS == 3) st->th[i] = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(qlm_iota3hi), z1), s1);
+        if (BITS == 2) st->tb1[i] = _mm512_permutexvar_ps(_mm512_loadu_si512(qlm_div4), st->tb[i]);
+    }
+}
+
+// Superblock b of NR rows. GCK > 0: chunk-level affine groups (group size 16 or 32, or a
+// multiple of 16 that is not a multiple of 64): the table is rebuilt at group starts inside.
+Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c, int r, int b, const int NR,
+                               const int BITS, const int PAIR, const int GCK) {
+    const qlm_qmatrix *m = c->m;
+    const size_t rb = c->rb;
+    const int SBB = BITS * 8;
+    const uint8_t *cp = m->codes + (size_t)r * rb + (size_t)b * (size_t)SBB;
+    const float *xb = c->xs + (size_t)b * 64;
+    __m512 xv[4];
+    for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xb + 16 * k);
+    for (int i = 0; i < NR; i++) {
+        __m512i idx[4];
+        __mmask16 hm[4];
+        decode512(cp + (size_t)i * rb, BITS, PAIR, idx, hm);
+        for (int k = 0; k < 4; k++) {
+            if (GCK > 0) {
+                const int ch = b * 4 + k;
+                if (ch % GCK == 0 && ch / GCK < c->n_groups) q512_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
+            }
+            __m512 w;
+            if (BITS == 8) w = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(idx[k]), st->zv[i]), st->sv[i]);
+            else if (BITS == 3 && PAIR && (k & 1))
+                w = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx[k], st->tb1[i]), hm[k], idx[k], st->th1[i]);
+            else if (BITS == 3)
+                w = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx[k], st->tb[i]), hm[k], idx[k], st->th[i]);
+            else if (PAIR && (k & 1)) w = _mm512_permutexvar_ps(idx[k], st->tb1[i]);
+            else w = _mm512_permutexvar_ps(idx[k], st->tb[i]);
+            if (k & 1) st->acc1[i] = _mm512_fmadd_ps(w, xv[k], st->acc1[i]);
+            else st->acc0[i] = _mm512_fmadd_ps(w, xv[k], st->acc0[i]);
+        }
+    }
+}
+
+Q512 QINL void q512_prefetch(const qlm_qctx *c, int r, int b, const int NR, const int BITS) {
+    if (NR != 4) return;
+    const int SBB = BITS * 8;
+    const size_t blk = (size_t)NR * c->rb;
+    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + pf_distance(blk) + (size_t)b * (size_t)(NR * SBB);
+    for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+// NR rows starting at r. GC: 16-column chunks per affine group (0: one group per row).
+Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS,
+                              const int KIND, const int GC) {
+    const qlm_qmatrix *m = c->m;
+    const int nsb = c->nsb, ng = c->n_groups;
+    const int PAIR = BITS == 2 || (BITS == 3 && KIND == KIND_LUT);
+    q512_state st;
+    q512_cache ca;
+    for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm512_setzero_ps();
+    if (KIND == KIND_LUT) {
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *l = m->lut + (size_t)(r + i) * ((size_t)1 << BITS);
+            st.tb[i] = lut_table512(l, BITS);
+            if (BITS == 3) st.th[i] = lut_table512(l + 4, BITS);
+            if (PAIR) {
+                const __m512i d4 = _mm512_loadu_si512(qlm_div4);
+                st.tb1[i] = _mm512_permutexvar_ps(d4, st.tb[i]);
+                if (BITS == 3) st.th1[i] = _mm512_permutexvar_ps(d4, st.th[i]);
+            }
+        }
+    }
+    if (KIND == KIND_LUT || GC == 0) {
+        if (KIND == KIND_AFFINE)
+            for (int i = 0; i < NR; i++) q512_group(&st, &ca, m, r + i, i, 0, ng, BITS);
+        for (int b = 0; b < nsb; b++) {
+            q512_prefetch(c, r, b, NR, BITS);
+            q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, 0);
+        }
+    } else if (GC % 4 == 0) {  // groups of whole superblocks: tables rebuilt outside the hot loop
+        const int spg = GC / 4;
+        for (int g = 0, b0 = 0; b0 < nsb; g++, b0 += spg) {
+            if (g < ng)
+                for (int i = 0; i < NR; i++) q512_group(&st, &ca, m, r + i, i, g, ng, BITS);
+            const int b1 = b0 + spg < nsb ? b0 + spg : nsb;
+            for (int b = b0; b < b1; b++) {
+                q512_prefetch(c, r, b, NR, BITS);
+                q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, 0);
+            }
+        }
+    } else {
+        for (int b = 0; b < nsb; b++) {
+            q512_prefetch(c, r, b, NR, BITS);
+            q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, GC);
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum512(_mm512_add_ps(st.acc0[i], st.acc1[i]));
+}
+
+Q512 QINL void qrows512(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int KIND, const int GC) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) qrows512_block(c, y, r, 4, BITS, KIND, GC);
+    for (; r < r1; r++) qrows512_block(c, y, r, 1, BITS, KIND, GC);
+}
+
+// f16 dense rows (not superblock-padded: the column tail uses a masked load).
+Q512 QINL void f16rows512_block(const qlm_qctx *c, float *y, const int r, const int NR) {
+    const qlm_qmatrix *m = c->m;
+    const int cols = m->cols;
+    const uint16_t *w0 = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+    const float *xs = c->xs;
+    __m512 acc0[4], acc1[4];
+    for (int i = 0; i < NR; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    const int main32 = cols & ~31, main16 = cols & ~15, tail = cols & 15;
+    const size_t rbytes = (size_t)2 * (size_t)cols;
+    const int pf_on = NR == 4;
+    const char *pf = (const char *)w0 + pf_distance((size_t)NR * rbytes);
+    int j = 0;
+    for (; j < main32; j += 32) {
+        if (pf_on) {  // 4 rows x 64 bytes consumed
+            const char *p = pf + (size_t)8 * (size_t)j;
+            _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0);
+            _mm_prefetch(p + 128, _MM_HINT_T0); _mm_prefetch(p + 192, _MM_HINT_T0);
+        }
+        const __m512 xa = _mm512_loadu_ps(xs + j), xb = _mm512_loadu_ps(xs + j + 16);
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *w = w0 + (size_t)i * (size_t)cols + j;
+            acc0[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)), xa, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 16))), xb, acc1[i]);
+        }
+    }
+    if (j < main16) {
+        const __m512 xa = _mm512_loadu_ps(xs + j);
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *w = w0 + (size_t)i * (size_t)cols + j;
+            acc0[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)), xa, acc0[i]);
+        }
+        j += 16;
+    }
+    if (tail) {
+        const __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+        const __m512 xa = _mm512_loadu_ps(xs + j);  // zero-padded
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *w = w0 + (size_t)i * (size_t)cols + j;
+            acc1[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tm, w)), xa, acc1[i]);
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum512(_mm512_add_ps(acc0[i], acc1[i]));
+}
+
+Q512 static void f16rows512(const qlm_qctx *c, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) f16rows512_block(c, y, r, 4);
+    for (; r < r1; r++) f16rows512_block(c, y, r, 1);
+}
+
+#define QLM_DEF512(name, BITS, KIND, GC) \
+    Q512 static void name(const qlm_qctx *c, float *y, int r0, int r1) { qrows512(c, y, r0, r1, BITS, KIND, GC); }
+#define QLM_DEF512_GENERIC(name, BITS) \
+    Q512 static void name(const qlm_qctx *c, float *y, int r0, int r1) { qrows512(c, y, r0, r1, BITS, KIND_AFFINE, c->gchunks); }
+
+#define QLM_DEF512_AFFINE(B)                       \
+    QLM_DEF512(a512_b##B##_row, B, KIND_AFFINE, 0) \
+    QLM_DEF512(a512_b##B##_g32, B, KIND_AFFINE, 2) \
+    QLM_DEF512(a512_b##B##_g64, B, KIND_AFFINE, 4) \
+    QLM_DEF512(a512_b##B##_g128, B, KIND_AFFINE, 8) \
+    QLM_DEF512_GENERIC(a512_b##B##_gany, B)
+QLM_DEF512_AFFINE(2)
+QLM_DEF512_AFFINE(3)
+QLM_DEF512_AFFINE(4)
+QLM_DEF512_AFFINE(8)
+QLM_DEF512(l512_b2, 2, KIND_LUT, 0)
+QLM_DEF512(l512_b3, 3, KIND_LUT, 0)
+QLM_DEF512(l512_b4, 4, KIND_LUT, 0)
+
+static qlm_qrows_fn pick_affine(int gchunks, qlm_qrows_fn row, qlm_qrows_fn g32, qlm_qrows_fn g64,
+                                qlm_qrows_fn g128, qlm_qrows_fn gany) {
+    switch (gchunks) {
+    case 0: return row;
+    case 2: return g32;
+    case 4: return g64;
+    case 8: return g128;
+    default: return gany;
+    }
+}
+
+// 16-column chunks per group as the driver computes it (0: one group per row; -1: unsupported).
+static int affine_gchunks(const qlm_qmatrix *m) {
+    const int ng = qlm_n_groups(m);
+    if (ng <= 1) return 0;
+    const int g = m->group_size;
+    return g % 16 == 0 ? g / 16 : -1;
+}
+
+qlm_qrows_fn qlm_qrows_pick_avx512(const qlm_qmatrix *m) {
+    switch (m->format) {
+    case QLM_FMT_F16: return m->bits == 16 ? f16rows512 : NULL;
+    case QLM_FMT_LUT:
+        switch (m->bits) {
+        case 2: return l512_b2;
+        case 3: return l512_b3;
+        case 4: return l512_b4;
+        default: return NULL;
+        }
+    case QLM_FMT_AFFINE: {
+        const int gc = affine_gchunks(m);
+        if (gc < 0) return NULL;
+        switch (m->bits) {
+        case 2: return pick_affine(gc, a512_b2_row, a512_b2_g32, a512_b2_g64, a512_b2_g128, a512_b2_gany);
+        case 3: return pick_affine(gc, a512_b3_row, a512_b3_g32, a512_b3_g64, a512_b3_g128, a512_b3_gany);
+        case 4: return pick_affine(gc, a512_b4_row, a512_b4_g32, a512_b4_g64, a512_b4_g128, a512_b4_gany);
+        case 8: return pick_affine(gc, a512_b8_row, a512_b8_g32, a512_b8_g64, a512_b8_g128, a512_b8_gany);
+        default: return NULL;
+        }
+    }
+    default: return NULL;
+    }
+}
+
+// =============================================================================================
+// AVX2 + FMA + F16C (8 lanes: a superblock is 8 chunks of 8 weights)
+// =============================================================================================
+Q256 QINL float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+Q256 QINL __m256i zext8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+
+// Bit `from` of each lane moved to bit 2, other bits arbitrary except bits 0..1 (cleared by and).
+Q256 QINL __m256i hibit_at2(__m256i h, const int from) {
+    __m256i t = from < 2 ? _mm256_slli_epi32(h, 2 - from) : from > 2 ? _mm256_srli_epi32(h, from - 2) : h;
+    return _mm256_and_si256(t, _mm256_set1_epi32(4));
+}
+
+// Indices of the eight 8-weight chunks of one superblock (chunk j = weights 8j .. 8j+7).
+Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
+    if (BITS == 2 || BITS == 3) {
+        const __m256i a = zext8(p), b = zext8(p + 8);  // weights 16k+0..7 / 16k+8..15 at bits 2k
+        idx[0] = a; idx[1] = b;
+        idx[2] = _mm256_srli_epi32(a, 2); idx[3] = _mm256_srli_epi32(b, 2);
+        idx[4] = _mm256_srli_epi32(a, 4); idx[5] = _mm256_srli_epi32(b, 4);
+        idx[6] = _mm256_srli_epi32(a, 6); idx[7] = _mm256_srli_epi32(b, 6);
+        if (BITS == 3) {
+            const __m256i h = zext8(p + 16), m3 = _mm256_set1_epi32(3);
+            for (int k = 0; k < 4; k++) {
+                idx[2 * k] = _mm256_or_si256(_mm256_and_si256(idx[2 * k], m3), hibit_at2(h, k));
+                idx[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(idx[2 * k + 1], m3), hibit_at2(h, 4 + k));
+            }
+        }
+    } else if (BITS == 4) {
+        for (int q = 0; q < 4; q++) {
+            idx[q] = zext8(p + 8 * q);                       // low nibbles: weights 8q .. 8q+7
+            idx[q + 4] = _mm256_srli_epi32(idx[q], 4);       // high nibbles: weights 32+8q ..
+        }
+    } else {  // 8
+        for (int q = 0; q < 8; q++) idx[q] = zext8(p + 8 * q);
+    }
+}
+
+Q256 QINL void f16x8_to_f32(const uint16_t *src, int n, float *out) {
+    uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(tmp, src, sizeof(uint16_t) * (size_t)(n < 8 ? n : 8));
+    _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp)));
+}
+
+// NR rows starting at r; tables: t0 = entries 0..7, t1 = entries 8..15 (4-bit only).
+Q256 QINL void qrows256_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS,
+                              const int KIND, const int GC) {
+    const qlm_qmatrix *m = c->m;
+    const size_t rb = c->rb;
+    const int nsb = c->nsb, ng = c->n_groups;
+    const int SBB = BITS * 8;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
+    const float *xs = c->xs;
+    __m256 acc0[4], acc1[4], t0[4], t1[4], sv[4], zv[4];
+    float sc[4][8], zc[4][8];
+    const float *io = iota_for(BITS);
+    const __m256 iota0 = _mm256_loadu_ps(io), iota1 = _mm256_loadu_ps(io + 8);
+    for (int i = 0; i < NR; i++) {
+        acc0[i] = acc1[i] = _mm256_setzero_ps();
+        t0[i] = t1[i] = sv[i] = zv[i] = _mm256_setzero_ps();
+    }
+    if (KIND == KIND_LUT) {
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *l = m->lut + (size_t)(r + i) * ((size_t)1 << BITS);
+            if (BITS == 2) {
+                uint64_t v;
+                memcpy(&v, l, 8);
+                t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
+            } else {
+                t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
+                if (BITS == 4) t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
+            }
+        }
+    } else if (GC == 0) {
+        for (int i = 0; i < NR; i++) {
+            sv[i] = _mm256_set1_ps(_cvtsh_ss(m->scales[(size_t)(r + i) * (size_t)ng]));
+            zv[i] = _mm256_set1_ps(_cvtsh_ss(m->zeros[(size_t)(r + i) * (size_t)ng]));
+            t0[i] = _mm256_mul_ps(_mm256_sub_ps(iota0, zv[i]), sv[i]);
+            t1[i] = _mm256_mul_ps(_mm256_sub_ps(iota1, zv[i]), sv[i]);
+        }
+    }
+    const int pf_on = NR == 4;
+    const char *pf = (const char *)cp + pf_distance((size_t)NR * rb);
+    for (int b = 0; b < nsb; b++) {
+        if (pf_on) {
+            const char *p = pf + (size_t)b * (size_t)(NR * SBB);
+            for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+        }
+        const float *xb = xs + (size_t)b * 64;
+        for (int i = 0; i < NR; i++) {
+            __m256i idx[8];
+            decode256(cp + (size_t)i * rb + (size_t)b * (size_t)SBB, BITS, idx);
+            for (int q = 0; q < 8; q++) {
+                // chunk q of 8 lies in 16-column chunk ch16 (group boundaries are multiples of 16)
+                if (KIND == KIND_AFFINE && GC > 0 && (q & 1) == 0) {
+                    const int ch = b * 4 + q / 2;
+                    if (ch % GC == 0) {
+                        const int g = ch / GC;
+                        if (g < ng) {
+                            if ((g & 7) == 0) {
+                                const int n = ng - g < 8 ? ng - g : 8;
+                                const size_t off = (size_t)(r + i) * (size_t)ng + (size_t)g;
+                                f16x8_to_f32(m->scales + off, n, sc[i]);
+                                f16x8_to_f32(m->zeros + off, n, zc[i]);
+                            }
+                            sv[i] = _mm256_broadcast_ss(&sc[i][g & 7]);
+                            zv[i] = _mm256_broadcast_ss(&zc[i][g & 7]);
+                            if (BITS != 8) {
+                                t0[i] = _mm256_mul_ps(_mm256_sub_ps(iota0, zv[i]), sv[i]);
+                                if (BITS == 4) t1[i] = _mm256_mul_ps(_mm256_sub_ps(iota1, zv[i]), sv[i]);
+                            }
+                        }
+                    }
+                }
+                // weights of this chunk: which 8 columns does idx[q] hold?
+                __m256 w;
+                if (BITS == 8) {
+                    w = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(idx[q]), zv[i]), sv[i]);
+                } else if (BITS == 4) {
+                    const __m256 lo = _mm256_permutevar8x32_ps(t0[i], idx[q]);
+                    const __m256 hi = _mm256_permutevar8x32_ps(t1[i], idx[q]);
+                    w = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx[q], 28)));
+                } else {
+                    w = _mm256_permutevar8x32_ps(t0[i], idx[q]);
+                }
+                const __m256 xv = _mm256_loadu_ps(xb + 8 * q);
+                if (q & 1) acc1[i] = _mm256_fmadd_ps(w, xv, acc1[i]);
+                else acc0[i] = _mm256_fmadd_ps(w, xv, acc0[i]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum256(_mm256_add_ps(acc0[i], acc1[i]));
+}
+
+Q256 QINL void qrows256(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int KIND, const int GC) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) qrows256_block(c, y, r, 4, BITS, KIND, GC);
+    for (; r < r1; r++) qrows256_block(c, y, r, 1, BITS, KIND, GC);
+}
+
+Q256 QINL void f16rows256_block(const qlm_qctx *c, float *y, const int r, const int NR) {
+    const qlm_qmatrix *m = c->m;
+    const int cols = m->cols;
+    const uint16_t *w0 = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+    const float *xs = c->xs;
+    __m256 acc0[4], acc1[4];
+    for (int i = 0; i < NR; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    const int main16 = cols & ~15, main8 = cols & ~7, tail = cols & 7;
+    const int pf_on = NR == 4;
+    const char *pf = (const char *)w0 + pf_distance((size_t)NR * 2 * (size_t)cols);
+    int j = 0;
+    for (; j < main16; j += 16) {
+        if (pf_on) {  // 4 rows x 32 bytes consumed
+            const char *p = pf + (size_t)8 * (size_t)j;
+            _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0);
+        }
+        const __m256 xa = _mm256_loadu_ps(xs + j), xb = _mm256_loadu_ps(xs + j + 8);
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *w = w0 + (size_t)i * (size_t)cols + j;
+            acc0[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)), xa, acc0[i]);
+            acc1[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 8))), xb, acc1[i]);
+        }
+    }
+    if (j < main8) {
+        const __m256 xa = _mm256_loadu_ps(xs + j);
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *w = w0 + (size_t)i * (size_t)cols + j;
+            acc0[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)), xa, acc0[i]);
+        }
+        j += 8;
+    }
+    if (tail) {
+        const __m256 xa = _mm256_loadu_ps(xs + j);  // zero-padded
+        for (int i = 0; i < NR; i++) {
+            float wt[8];
+            f16x8_to_f32(w0 + (size_t)i * (size_t)cols + j, tail, wt);
+            acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wt), xa, acc1[i]);
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum256(_mm256_add_ps(acc0[i], acc1[i]));
+}
+
+Q256 static void f16rows256(const qlm_qctx *c, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) f16rows256_block(c, y, r, 4);
+    for (; r < r1; r++) f16rows256_block(c, y, r, 1);
+}
+
+#define QLM_DEF256(name, BITS, KIND, GC) \
+    Q256 static void name(const qlm_qctx *c, float *y, int r0, int r1) { qrows256(c, y, r0, r1, BITS, KIND, GC); }
+#define QLM_DEF256_GENERIC(name, BITS) \
+    Q256 static void name(const qlm_qctx *c, float *y, int r0, int r1) { qrows256(c, y, r0, r1, BITS, KIND_AFFINE, c->gchunks); }
+#define QLM_DEF256_AFFINE(B)                       \
+    QLM_DEF256(a256_b##B##_row, B, KIND_AFFINE, 0) \
+    QLM_DEF256(a256_b##B##_g32, B, KIND_AFFINE, 2) \
+    QLM_DEF256(a256_b##B##_g64, B, KIND_AFFINE, 4) \
+    QLM_DEF256(a256_b##B##_g128, B, KIND_AFFINE, 8) \
+    QLM_DEF256_GENERIC(a256_b##B##_gany, B)
+QLM_DEF256_AFFINE(2)
+QLM_DEF256_AFFINE(3)
+QLM_DEF256_AFFINE(4)
+QLM_DEF256_AFFINE(8)
+QLM_DEF256(l256_b2, 2, KIND_LUT, 0)
+QLM_DEF256(l256_b3, 3, KIND_LUT, 0)
+QLM_DEF256(l256_b4, 4, KIND_LUT, 0)
+
+static int cpu_has_f16c(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c");
+}
+
+qlm_qrows_fn qlm_qrows_pick_avx2(const qlm_qmatrix *m) {
+    if (!cpu_has_f16c()) return NULL;  // every AVX2 CPU has it; a VM might hide it
+    switch (m->format) {
+    case QLM_FMT_F16: return m->bits == 16 ? f16rows256 : NULL;
+    case QLM_FMT_LUT:
+        switch (m->bits) {
+        case 2: return l256_b2;
+        case 3: return l256_b3;
+        case 4: return l256_b4;
+        default: return NULL;
+        }
+    case QLM_FMT_AFFINE: {
+        const int gc = affine_gchunks(m);
+        if (gc < 0) return NULL;
+        switch (m->bits) {
+        case 2: return pick_affine(gc, a256_b2_row, a256_b2_g32, a256_b2_g64, a256_b2_g128, a256_b2_gany);
+        case 3: return pick_affine(gc, a256_b3_row, a256_b3_g32, a256_b3_g64, a256_b3_g128, a256_b3_gany);
+        case 4: return pick_affine(gc, a256_b4_row, a256_b4_g32, a256_b4_g64, a256_b4_g128, a256_b4_gany);
+        case 8: return pick_affine(gc, a256_b8_row, a256_b8_g32, a256_b8_g64, a256_b8_g128, a256_b8_gany);
+        default: return NULL;
+        }
+    }
+    default: return NULL;
+    }
+}
+
+#endif  // x86

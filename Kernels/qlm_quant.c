@@ -1,0 +1,478 @@
+// Packed low-bit weights (qlm_quant.h): sizes, pack/unpack, dequantisation, the scalar GEMV
+// kernel and reference, the GEMV driver (x gather/padding, ISA dispatch, OpenMP over rows,
+// outliers) and the prefill GEMM (dequantised row tiles + sgemm).
+//
+// Dequantised values are defined exactly as the kernels compute them, in f32:
+//   affine: w = s * ((float)q - z)    (s, z converted from f16; one subtraction, one product)
+//   lut:    w = (float)lut[q]
+//   f16:    w = (float)half
+// Every path (scalar, AVX2, AVX-512, NEON) produces these exact weights and differs from
+// "dequantize, then f32 dot" only in the order of the summation. Outliers are added after the
+// dense dot product as Σ val·x[col] (original x, original column), in CSR order.
+#include "qlm_quant_impl.h"
+#include "qlm_omp.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma STDC FP_CONTRACT OFF
+
+// ---------------------------------------------------------------------------------------------
+// Sizes
+// ---------------------------------------------------------------------------------------------
+static inline int valid_bits(int format, int bits) {
+    switch (format) {
+    case QLM_FMT_AFFINE: return bits == 2 || bits == 3 || bits == 4 || bits == 8;
+    case QLM_FMT_LUT: return bits == 2 || bits == 3 || bits == 4;
+    case QLM_FMT_F16: return bits == 16;
+    default: return 0;
+    }
+}
+
+size_t qlm_row_bytes(int bits, int cols) {
+    if (cols <= 0) return 0;
+    if (bits == 16) return (size_t)2 * (size_t)cols;
+    const size_t nsb = ((size_t)cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK;
+    return nsb * (size_t)qlm_sb_bytes(bits);
+}
+
+int qlm_n_groups(const qlm_qmatrix *m) {
+    if (m->format != QLM_FMT_AFFINE) return 1;
+    if (m->cols <= 0) return 0;
+    const int g = m->group_size > 0 && m->group_size < m->cols ? m->group_size : m->cols;
+    return (m->cols + g - 1) / g;
+}
+
+// Exact storage in bits of everything the matrix stores.
+static double storage_bits(const qlm_qmatrix *m) {
+    const double rows = (double)m->rows, cols = (double)m->cols;
+    double bits = rows * 8.0 * (double)qlm_row_bytes(m->bits, m->cols);  // codes (f16: halves)
+    if (m->format == QLM_FMT_AFFINE) bits += rows * (double)qlm_n_groups(m) * 32.0;  // f16 scale + zero
+    if (m->format == QLM_FMT_LUT) bits += rows * (double)(1 << m->bits) * 16.0;     // f16 codebook
+    if (m->n_outliers > 0) bits += (rows + 1.0) * 32.0 + (double)m->n_outliers * (16.0 + 32.0);
+    if (m->perm) bits += cols * 32.0;
+    return bits;
+}
+
+double qlm_bits_per_weight(const qlm_qmatrix *m) {
+    if (m->rows <= 0 || m->cols <= 0) return 0.0;
+    return storage_bits(m) / ((double)m->rows * (double)m->cols);
+}
+
+size_t qlm_storage_bytes(const qlm_qmatrix *m) {
+    if (m->rows <= 0 || m->cols <= 0) return 0;
+    return (size_t)(storage_bits(m) / 8.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Superblock pack / unpack (layouts in qlm_quant.h)
+// ---------------------------------------------------------------------------------------------
+static void sb_pack(int bits, const uint8_t w[64], uint8_t *d) {
+    switch (bits) {
+    case 2:
+    case 3:
+        for (int i = 0; i < 16; i++)
+            d[i] = (uint8_t)((w[i] & 3) | (w[i + 16] & 3) << 2 | (w[i + 32] & 3) << 4 | (w[i + 48] & 3) << 6);
+        if (bits == 3)
+            for (int i = 0; i < 8; i++) {
+                unsigned b = 0;
+                for (int k = 0; k < 4; k++)
+                    b |= (unsigned)((w[i + 16 * k] >> 2) & 1) << k | (unsigned)((w[i + 8 + 16 * k] >> 2) & 1) << (4 + k);
+                d[16 + i] = (uint8_t)b;
+            }
+        break;
+    case 4:
+        for (int i = 0; i < 32; i++) d[i] = (uint8_t)((w[i] & 15) | (w[i + 32] & 15) << 4);
+        break;
+    case 8:
+        memcpy(d, w, 64);
+        break;
+    }
+}
+
+static inline void sb_unpack(int bits, const uint8_t *s, uint8_t w[64]) {
+    switch (bits) {
+    case 2:
+    case 3:
+        for (int i = 0; i < 16; i++) {
+            const unsigned b = s[i];
+            w[i] = b & 3;
+            w[i + 16] = (b >> 2) & 3;
+            w[i + 32] = (b >> 4) & 3;
+            w[i + 48] = (b >> 6) & 3;
+        }
+        if (bits == 3)
+            for (int i = 0; i < 8; i++) {
+                const unsigned h = s[16 + i];
+                for (int k = 0; k < 4; k++) {
+                    w[i + 16 * k] |= (uint8_t)(((h >> k) & 1) << 2);
+                    w[i + 8 + 16 * k] |= (uint8_t)(((h >> (4 + k)) & 1) << 2);
+                }
+            }
+        break;
+    case 4:
+        for (int i = 0; i < 32; i++) {
+            w[i] = s[i] & 15;
+            w[i + 32] = s[i] >> 4;
+        }
+        break;
+    case 8:
+        memcpy(w, s, 64);
+        break;
+    }
+}
+
+void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols) {
+    const int sbb = qlm_sb_bytes(bits);
+    if (sbb == 0 || rows <= 0 || cols <= 0) return;
+    const size_t rb = qlm_row_bytes(bits, cols);
+    const int nsb = (int)(rb / (size_t)sbb);
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *qr = q + (size_t)r * (size_t)cols;
+        for (int b = 0; b < nsb; b++) {
+            uint8_t w[64];
+            const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+            memcpy(w, qr + j0, (size_t)n);
+            memset(w + n, 0, (size_t)(64 - n));  // padding codes are 0
+            sb_pack(bits, w, dst + (size_t)r * rb + (size_t)b * (size_t)sbb);
+        }
+    }
+}
+
+void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int cols) {
+    const int sbb = qlm_sb_bytes(bits);
+    if (sbb == 0 || rows <= 0 || cols <= 0) return;
+    const size_t rb = qlm_row_bytes(bits, cols);
+    const int nsb = (int)(rb / (size_t)sbb);
+    for (int r = 0; r < rows; r++) {
+        uint8_t *qr = q + (size_t)r * (size_t)cols;
+        for (int b = 0; b < nsb; b++) {
+            uint8_t w[64];
+            sb_unpack(bits, src + (size_t)r * rb + (size_t)b * (size_t)sbb, w);
+            const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+            memcpy(qr + j0, w, (size_t)n);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantisation (stored order, then permuted into original order)
+// ---------------------------------------------------------------------------------------------
+static inline int group_cols(const qlm_qmatrix *m) {
+    return m->group_size > 0 && m->group_size < m->cols ? m->group_size : m->cols;
+}
+
+// One stored row as f32 weights in STORED column order: out[cols].
+static void dequant_row_stored(const qlm_qmatrix *m, int r, float *out) {
+    const int cols = m->cols;
+    if (m->format == QLM_FMT_F16) {
+        const uint16_t *h = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+        for (int j = 0; j < cols; j++) out[j] = qlm_f16_to_f32(h[j]);
+        return;
+    }
+    const int bits = m->bits, sbb = qlm_sb_bytes(bits);
+    const size_t rb = qlm_row_bytes(bits, cols);
+    const uint8_t *cr = m->codes + (size_t)r * rb;
+    const int nsb = (int)(rb / (size_t)sbb);
+    float tbl[256];
+    int gsz = 0, ng = 1, g = 0, gend = 0;
+    const uint16_t *sr = NULL, *zr = NULL;
+    if (m->format == QLM_FMT_LUT) {
+        const int n = 1 << bits;
+        for (int i = 0; i < n; i++) tbl[i] = qlm_f16_to_f32(m->lut[(size_t)r * (size_t)n + (size_t)i]);
+        gend = cols;
+    } else {
+        gsz = group_cols(m);
+        ng = qlm_n_groups(m);
+        sr = m->scales + (size_t)r * (size_t)ng;
+        zr = m->zeros + (size_t)r * (size_t)ng;
+        g = -1;
+    }
+    for (int b = 0; b < nsb; b++) {
+        uint8_t q[64];
+        sb_unpack(bits, cr + (size_t)b * (size_t)sbb, q);
+        const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+        for (int i = 0; i < n; i++) {
+            const int j = j0 + i;
+            if (j >= gend) {  // next affine group: rebuild the value table
+                g++;
+                gend = g + 1 < ng ? (g + 1) * gsz : cols;
+                const float s = qlm_f16_to_f32(sr[g]), z = qlm_f16_to_f32(zr[g]);
+                const int nv = 1 << bits;
+                for (int v = 0; v < nv; v++) tbl[v] = s * ((float)v - z);
+            }
+            out[j] = tbl[q[i]];
+        }
+    }
+}
+
+static void dequant_rows_any(const qlm_qmatrix *m, int r0, int r1, float *out) {
+    const int cols = m->cols;
+    if (cols <= 0 || r1 <= r0) return;
+    if (!valid_bits(m->format, m->bits)) {
+        for (size_t i = 0; i < (size_t)(r1 - r0) * (size_t)cols; i++) out[i] = NAN;
+        return;
+    }
+    float *tmp = m->perm ? (float *)malloc(sizeof(float) * (size_t)cols) : NULL;
+    for (int r = r0; r < r1; r++) {
+        float *o = out + (size_t)(r - r0) * (size_t)cols;
+        if (m->perm && tmp) {
+            dequant_row_stored(m, r, tmp);
+            for (int j = 0; j < cols; j++) o[m->perm[j]] = tmp[j];
+        } else {
+            dequant_row_stored(m, r, o);
+        }
+        if (m->n_outliers > 0)
+            for (int e = m->out_rowptr[r]; e < m->out_rowptr[r + 1]; e++) o[m->out_col[e]] += m->out_val[e];
+    }
+    free(tmp);
+}
+
+static void dequant_rows_affine(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
+static void dequant_rows_lut(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
+static void dequant_rows_f16(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
+
+void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out) {
+    const qlm_format_ops *ops = qlm_format_table((qlm_format)m->format);
+    if (ops) ops->dequant_rows(m, r0, r1, out);
+    else dequant_rows_any(m, r0, r1, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference GEMV: dequantise each row (original order, outliers included), plain f32 dot.
+// ---------------------------------------------------------------------------------------------
+void qlm_qgemv_ref(const qlm_qmatrix *m, const float *x, float *y) {
+    const int rows = m->rows, cols = m->cols;
+    if (rows <= 0) return;
+    if (cols <= 0) {
+        for (int r = 0; r < rows; r++) y[r] = 0.0f;
+        return;
+    }
+    float *w = (float *)malloc(sizeof(float) * (size_t)cols);
+    if (!w) return;
+    for (int r = 0; r < rows; r++) {
+        dequant_rows_any(m, r, r + 1, w);
+        float s = 0.0f;
+        for (int j = 0; j < cols; j++) s += w[j] * x[j];
+        y[r] = s;
+    }
+    free(w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable scalar kernel: stored order, padded xs, 8 partial sums per row.
+// ---------------------------------------------------------------------------------------------
+static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
+    const qlm_qmatrix *m = c->m;
+    const float *xs = c->xs;
+    const int cols = m->cols;
+    for (int r = r0; r < r1; r++) {
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (m->format == QLM_FMT_F16) {
+            const uint16_t *h = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+            int j = 0;
+            for (; j + 8 <= cols; j += 8)
+                for (int k = 0; k < 8; k++) s[k] += qlm_f16_to_f32(h[j + k]) * xs[j + k];
+            for (int k = 0; j < cols; j++, k++) s[k] += qlm_f16_to_f32(h[j]) * xs[j];
+        } else {
+            float w[64];
+            const int bits = m->bits, sbb = qlm_sb_bytes(bits);
+            const uint8_t *cr = m->codes + (size_t)r * c->rb;
+            float tbl[256];
+            const int nv = 1 << bits;
+            int g = -1, gend = 0;
+            const int ng = c->n_groups, gcols = group_cols(m);
+            if (m->format == QLM_FMT_LUT) {
+                for (int v = 0; v < nv; v++) tbl[v] = qlm_f16_to_f32(m->lut[(size_t)r * (size_t)nv + (size_t)v]);
+                gend = c->cols_pad;
+            }
+            for (int b = 0; b < c->nsb; b++) {
+                uint8_t q[64];
+                sb_unpack(bits, cr + (size_t)b * (size_t)sbb, q);
+                for (int i = 0; i < 64; i++) {
+                    const int j = b * 64 + i;
+                    if (j >= gend) {  // next affine group (the last one also covers the padding)
+                        g++;
+                        gend = g + 1 < ng ? (g + 1) * gcols : c->cols_pad;
+                        const float sc = qlm_f16_to_f32(m->scales[(size_t)r * (size_t)ng + (size_t)g]);
+                        const float z = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
+                        for (int v = 0; v < nv; v++) tbl[v] = sc * ((float)v - z);
+                    }
+                    w[i] = tbl[q[i]];
+                }
+                const float *xb = xs + (size_t)b * 64;
+                for (int i = 0; i < 64; i += 8)
+                    for (int k = 0; k < 8; k++) s[k] += w[i + k] * xb[i + k];
+            }
+        }
+        y[r] = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV driver
+// ---------------------------------------------------------------------------------------------
+static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
+
+size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
+    return m->cols > 0 ? (size_t)round_up64(m->cols) : 0;
+}
+
+static qlm_qrows_fn pick_kernel(qlm_isa isa, const qlm_qmatrix *m) {
+    qlm_qrows_fn fn = NULL;
+    switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case QLM_ISA_AVX512: fn = qlm_qrows_pick_avx512(m); break;
+    case QLM_ISA_AVX2: fn = qlm_qrows_pick_avx2(m); break;
+#endif
+#if defined(__aarch64__)
+    case QLM_ISA_NEON: fn = qlm_qrows_pick_neon(m); break;
+#endif
+    default: break;
+    }
+    return fn ? fn : qrows_scalar;
+}
+
+static void add_outliers(const qlm_qmatrix *m, const float *x, float *y, int r0, int r1) {
+    if (m->n_outliers <= 0) return;
+    for (int r = r0; r < r1; r++) {
+        float s = y[r];
+        for (int e = m->out_rowptr[r]; e < m->out_rowptr[r + 1]; e++) s += m->out_val[e] * x[m->out_col[e]];
+        y[r] = s;
+    }
+}
+
+// Below this many weights one thread finishes before a parallel region pays for itself; each
+// thread gets at least QLM_QGEMV_MIN_PER_THREAD weights (rows are split in multiples of 4).
+#define QLM_QGEMV_MIN_PARALLEL (1 << 17)
+#define QLM_QGEMV_MIN_PER_THREAD (1 << 16)
+
+static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch) {
+    const int rows = m->rows, cols = m->cols;
+    if (rows <= 0) return;
+    if (cols <= 0) {
+        for (int r = 0; r < rows; r++) y[r] = 0.0f;
+        return;
+    }
+    if (!valid_bits(m->format, m->bits)) {
+        for (int r = 0; r < rows; r++) y[r] = NAN;
+        return;
+    }
+    if (!qlm_isa_supported(isa)) isa = QLM_ISA_SCALAR;
+    qlm_qctx c;
+    c.m = m;
+    c.cols_pad = round_up64(cols);
+    c.nsb = c.cols_pad / QLM_SUPERBLOCK;
+    c.rb = qlm_row_bytes(m->bits, cols);
+    c.n_groups = qlm_n_groups(m);
+    const int gsz = group_cols(m);
+    c.gchunks = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && gsz % 16 == 0) ? gsz / 16 : 0;
+    // x in stored order, zero-padded: kernels never need column tails.
+    if (!m->perm && cols == c.cols_pad) {
+        c.xs = x;
+    } else {
+        if (m->perm) for (int j = 0; j < cols; j++) scratch[j] = x[m->perm[j]];
+        else memcpy(scratch, x, sizeof(float) * (size_t)cols);
+        for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
+        c.xs = scratch;
+    }
+    const qlm_qrows_fn fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
+                                ? qrows_scalar  // group size not a multiple of 16: portable path
+                                : pick_kernel(isa, m);
+    int nt = 1;
+#ifdef _OPENMP
+    const size_t total = (size_t)rows * (size_t)cols;
+    if (total >= QLM_QGEMV_MIN_PARALLEL && !omp_in_parallel()) {
+        nt = qlm_get_threads();
+        const size_t cap = total / QLM_QGEMV_MIN_PER_THREAD;
+        if ((size_t)nt > cap) nt = (int)cap;
+        const int blocks = (rows + 3) / 4;
+        if (nt > blocks) nt = blocks;
+        if (nt < 1) nt = 1;
+    }
+#endif
+    if (nt == 1) {
+        fn(&c, y, 0, rows);
+        add_outliers(m, x, y, 0, rows);
+        return;
+    }
+#ifdef _OPENMP
+    const int blocks = (rows + 3) / 4;
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int b0 = (int)((long long)blocks * t / n), b1 = (int)((long long)blocks * (t + 1) / n);
+        int r0 = b0 * 4, r1 = b1 * 4;
+        if (r1 > rows) r1 = rows;
+        if (r0 < r1) {
+            fn(&c, y, r0, r1);
+            add_outliers(m, x, y, r0, r1);
+        }
+    }
+#endif
+}
+
+void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch) {
+    const qlm_format_ops *ops = qlm_format_table((qlm_format)m->format);
+    if (ops) ops->gemv(isa, m, x, y, scratch);
+    else qgemv_driver(isa, m, x, y, scratch);
+}
+
+void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch) {
+    qlm_qgemv_isa(qlm_isa_active(), m, x, y, scratch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill GEMM: Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y), row tiles of at most ~4 MiB of f32.
+// Single-threaded dequantisation on purpose: prefill runs on the BLAS pool only.
+// ---------------------------------------------------------------------------------------------
+#define QLM_QGEMM_TILE_FLOATS ((size_t)1 << 20)
+
+static int qgemm_tile_rows(const qlm_qmatrix *m) {
+    if (m->rows <= 0 || m->cols <= 0) return 0;
+    size_t tr = QLM_QGEMM_TILE_FLOATS / (size_t)m->cols;
+    if (tr >= 64) tr &= ~(size_t)15;  // whole sgemm panels
+    if (tr < 1) tr = 1;
+    if (tr > (size_t)m->rows) tr = (size_t)m->rows;
+    return (int)tr;
+}
+
+size_t qlm_qgemm_tile_floats(const qlm_qmatrix *m) {
+    return (size_t)qgemm_tile_rows(m) * (size_t)(m->cols > 0 ? m->cols : 0);
+}
+
+void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta, float *tile) {
+    const int rows = m->rows, cols = m->cols;
+    if (T <= 0 || rows <= 0) return;
+    if (cols <= 0) {  // empty inner dimension: Y = beta·Y
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < rows; r++) {
+                float *p = Y + (size_t)t * (size_t)rows + (size_t)r;
+                *p = beta == 0.0f ? 0.0f : beta * *p;
+            }
+        return;
+    }
+    const int tr = qgemm_tile_rows(m);
+    for (int r0 = 0; r0 < rows; r0 += tr) {
+        const int r1 = r0 + tr < rows ? r0 + tr : rows;
+        qlm_qmatrix_dequant_rows(m, r0, r1, tile);
+        // Each tile owns the column block Y[:, r0:r1], so every tile applies the caller's beta.
+        qlm_sgemm_nt(T, r1 - r0, cols, X, cols, tile, cols, Y + r0, rows, beta);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format table
+// ---------------------------------------------------------------------------------------------
+static const qlm_format_ops g_format_ops[3] = {
+    {QLM_FMT_AFFINE, "affine", qlm_pack_codes, qlm_unpack_codes, qgemv_driver, dequant_rows_affine},
+    {QLM_FMT_LUT, "lut", qlm_pack_codes, qlm_unpack_codes, qgemv_driver, dequant_rows_lut},
+    // f16 stores plain halves: there are no codes to pack.
+    {QLM_FMT_F16, "f16", NULL, NULL, qgemv_driver, dequant_rows_f16},
+};
+
+const qlm_format_ops *qlm_format_table(qlm_format f) {
+    if ((int)f < 0 || (int)f > 2) return NULL;
+    return &g_format_ops[f];
+}

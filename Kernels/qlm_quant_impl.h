@@ -1,0 +1,42 @@
+// Private: the contract between the packed-weight driver (qlm_quant.c) and the per-ISA row
+// kernels (qlm_qgemv_x86.c, qlm_qgemv_neon.c).
+#ifndef QLM_QUANT_IMPL_H
+#define QLM_QUANT_IMPL_H
+
+#include "qlm_quant.h"
+
+// What a row kernel needs for one call. The driver fills it once per GEMV.
+typedef struct {
+    const qlm_qmatrix *m;
+    const float *xs;   // x in STORED column order (x[perm[j]]), zero-padded to cols_pad floats
+    int cols_pad;      // cols rounded up to a multiple of QLM_SUPERBLOCK
+    int nsb;           // superblocks per row (cols_pad / 64)
+    size_t rb;         // bytes of codes per row (qlm_row_bytes)
+    int n_groups;      // affine: groups per row; otherwise 1
+    int gchunks;       // affine: 16-column chunks per group (group_size / 16); 0 when one group
+                       // covers the whole (padded) row
+} qlm_qctx;
+
+// Computes the dense part y[r] = W_stored[r] · xs for r in [r0, r1) (outliers are added by the
+// driver). r0 is a multiple of 4; a row's result must not depend on r0/r1 (bit-identical across
+// thread partitions).
+typedef void (*qlm_qrows_fn)(const qlm_qctx *c, float *y, int r0, int r1);
+
+// Per-ISA kernel selection; NULL when the path has no kernel for this matrix (the driver then
+// uses the portable scalar kernel). The SIMD kernels require n_groups == 1 or group_size % 16 == 0.
+qlm_qrows_fn qlm_qrows_pick_avx512(const qlm_qmatrix *m);
+qlm_qrows_fn qlm_qrows_pick_avx2(const qlm_qmatrix *m);
+qlm_qrows_fn qlm_qrows_pick_neon(const qlm_qmatrix *m);
+
+// Bytes of one 64-weight superblock for `bits` (2 → 16, 3 → 24, 4 → 32, 8 → 64), 0 if unsupported.
+static inline int qlm_sb_bytes(int bits) {
+    switch (bits) {
+    case 2: return 16;
+    case 3: return 24;
+    case 4: return 32;
+    case 8: return 64;
+    default: return 0;
+    }
+}
+
+#endif
