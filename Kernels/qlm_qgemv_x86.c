@@ -1,19 +1,29 @@
 // Packed low-bit GEMV row kernels for x86: AVX-512 (F/BW/VL) and AVX2 + FMA + F16C.
 //
 // Decode (see the superblock layouts in qlm_quant.h): one zero-extending load (vpmovzxbd) turns
-// 16 (AVX-512) or 8 (AVX2) code bytes into 32-bit lanes; shifting gives the next 16-weight chunk
-// of the superblock. For bits <= 4 the weights come from a 16-entry f32 value table held in a
-// register — affine: t[i] = s·(i − z) built once per group (one subtract, one multiply); lut: the
-// row's codebook — and one permute per vector dequantises: vpermps only reads the low 4 (AVX2: 3)
-// index bits, so the junk above a code never needs masking, as long as the table repeats every
-// 2^bits entries (2-bit: period 4, 3-bit: period 8). 4-bit on AVX2 uses two 8-entry permutes and
-// a blend on index bit 3. 8-bit converts codes to f32 and computes s·(q − z) per vector.
-// Hence every path computes exactly the weights of qlm_qmatrix_dequant_rows; only the summation
+// 16 (AVX-512) or 8 (AVX2) code bytes into 32-bit lanes; shifting gives the next chunk of the
+// superblock. For bits <= 4 the weights come from a 16-entry f32 value table held in a register
+// — affine: t[i] = s·(i − z), built once per group (one subtract, one multiply); lut: the row's
+// codebook — and one permute per vector dequantises. vpermps only reads the low 4 (AVX2: 3)
+// index bits, so the junk above a code never needs masking as long as the table repeats every
+// 2^bits entries. Further tricks (AVX-512):
+//   2-bit: chunks 1 and 3 are looked up with the indices of chunks 0 and 2 in a second table
+//          t1[i] = t[i >> 2] (index bits 2..3 select), which saves two of three shifts;
+//   3-bit: the low 2 bits index a period-4 table; the high bit becomes a 16-lane mask
+//          (vptestmb on the 8 high-bit bytes) that selects a second table's entries with a
+//          masked permute (lut: also the t1 trick above);
+//   8-bit: codes are converted to f32 and s·(q − z) is computed per vector.
+// AVX2 4-bit uses two 8-entry permutes and a blend on index bit 3.
+// So every path computes exactly the weights of qlm_qmatrix_dequant_rows; only the summation
 // order differs (two accumulators per row: even / odd chunks).
 //
-// Four rows share each load of x; while a 4-row block is consumed, the block(s) ~16 KiB ahead
-// are software-prefetched in linear address order (as in qlm_gemv_f32.c). The 1-row kernel does
-// exactly the operations of one row of the 4-row kernel, so results do not depend on blocking.
+// Four rows share each load of x; while a 4-row block is consumed, the block(s) >= 16 KiB ahead
+// are software-prefetched into L2 in linear address order (as in qlm_gemv_f32.c; prefetching
+// into L1 that far ahead halved the f16 bandwidth). The 1-row kernel does exactly the operations
+// of one row of the 4-row kernel, so results do not depend on blocking or thread partition.
+//
+// Throughput note (Zen 4 VM): for bits <= 4 these kernels are bound by vector ops (one permute and
+// one FMA per 16 weights at the least, f32 activations), not by DRAM, below about 4 bits/weight.
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
 
@@ -37,10 +47,17 @@ static inline const float *iota_for(int bits) {
     return bits == 2 ? qlm_iota2 : bits == 3 ? qlm_iota3 : qlm_iota4;
 }
 
-// Software prefetch distance in bytes: whole NR-row blocks, at least ~16 KiB ahead, at most 8.
+// Software prefetch (into L2: an L1 prefetch this far ahead would evict the lines still in use)
+// distance in bytes: whole NR-row blocks, at least QLM_QPF_MIN bytes ahead, at most QLM_QPF_MAXBLK blocks.
+#ifndef QLM_QPF_MIN
+#define QLM_QPF_MIN 16384
+#endif
+#ifndef QLM_QPF_MAXBLK
+#define QLM_QPF_MAXBLK 8
+#endif
 static inline size_t pf_distance(size_t block_bytes) {
-    size_t k = (16384 + block_bytes - 1) / block_bytes;
-    if (k > 8) k = 8;
+    size_t k = (QLM_QPF_MIN + block_bytes - 1) / block_bytes;
+    if (k > QLM_QPF_MAXBLK) k = QLM_QPF_MAXBLK;
     return k * block_bytes;
 }
 
@@ -194,7 +211,7 @@ Q512 QINL void q512_prefetch(const qlm_qctx *c, int r, int b, const int NR, cons
     const int SBB = BITS * 8;
     const size_t blk = (size_t)NR * c->rb;
     const char *p = (const char *)c->m->codes + (size_t)r * c->rb + pf_distance(blk) + (size_t)b * (size_t)(NR * SBB);
-    for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
 }
 
 // NR rows starting at r. GC: 16-column chunks per affine group (0: one group per row).
@@ -267,8 +284,8 @@ Q512 QINL void f16rows512_block(const qlm_qctx *c, float *y, const int r, const 
     for (; j < main32; j += 32) {
         if (pf_on) {  // 4 rows x 64 bytes consumed
             const char *p = pf + (size_t)8 * (size_t)j;
-            _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0);
-            _mm_prefetch(p + 128, _MM_HINT_T0); _mm_prefetch(p + 192, _MM_HINT_T0);
+            _mm_prefetch(p, _MM_HINT_T1); _mm_prefetch(p + 64, _MM_HINT_T1);
+            _mm_prefetch(p + 128, _MM_HINT_T1); _mm_prefetch(p + 192, _MM_HINT_T1);
         }
         const __m512 xa = _mm512_loadu_ps(xs + j), xb = _mm512_loadu_ps(xs + j + 16);
         for (int i = 0; i < NR; i++) {
@@ -456,7 +473,7 @@ Q256 QINL void qrows256_block(const qlm_qctx *c, float *y, const int r, const in
     for (int b = 0; b < nsb; b++) {
         if (pf_on) {
             const char *p = pf + (size_t)b * (size_t)(NR * SBB);
-            for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+            for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
         }
         const float *xb = xs + (size_t)b * 64;
         for (int i = 0; i < NR; i++) {
@@ -524,7 +541,7 @@ Q256 QINL void f16rows256_block(const qlm_qctx *c, float *y, const int r, const 
     for (; j < main16; j += 16) {
         if (pf_on) {  // 4 rows x 32 bytes consumed
             const char *p = pf + (size_t)8 * (size_t)j;
-            _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0);
+            _mm_prefetch(p, _MM_HINT_T1); _mm_prefetch(p + 64, _MM_HINT_T1);
         }
         const __m256 xa = _mm256_loadu_ps(xs + j), xb = _mm256_loadu_ps(xs + j + 8);
         for (int i = 0; i < NR; i++) {

@@ -36,20 +36,20 @@ struct Chat: ParsableCommand {
             var last: GenerationStats?
             printErr("chat (\(tpl.rawValue) template, \(session.maxContext)-token context). /reset, /stats, /quit; Ctrl-D exits.")
             while true {
-                FileHandle.standardOutput.write("> ".data(using: .utf8)!)
-                guard let line = readLine(strippingNewline: true) else { print(""); break }
+                say("> ", terminator: "")
+                guard let line = readLine(strippingNewline: true) else { say(""); break }
                 let input = line.trimmingCharacters(in: .whitespaces)
                 if input.isEmpty { continue }
                 switch input {
                 case "/quit", "/exit": return
                 case "/reset":
                     session.reset(); history = []; turns = 0
-                    print("(conversation cleared)"); continue
+                    say("(conversation cleared)"); continue
                 case "/stats":
                     if let s = last {
-                        print(String(format: "last reply: prompt %d tokens at %.1f tok/s, %d tokens at %.1f tok/s; context %d/%d",
+                        say(String(format: "last reply: prompt %d tokens at %.1f tok/s, %d tokens at %.1f tok/s; context %d/%d",
                                      s.promptTokens, s.promptTPS, s.generatedTokens, s.decodeTPS, session.position, session.maxContext))
-                    } else { print("context \(session.position)/\(session.maxContext); no reply yet") }
+                    } else { say("context \(session.position)/\(session.maxContext); no reply yet") }
                     continue
                 default: break
                 }
@@ -59,7 +59,7 @@ struct Chat: ParsableCommand {
                 text += tpl.assistantPrefix
                 let ids = m.tokenizer.encode(text, parseSpecial: true)
                 if session.position + ids.count + 8 >= session.maxContext {
-                    print("(context full: /reset to start over)"); continue
+                    say("(context full: /reset to start over)"); continue
                 }
                 var detok = StreamingDetokenizer(tokenizer: m.tokenizer)
                 let stops = m.stopIds
@@ -70,7 +70,7 @@ struct Chat: ParsableCommand {
                     if !piece.isEmpty { FileHandle.standardOutput.write(piece.data(using: .utf8)!) }
                     return true
                 }
-                print(detok.flush())
+                say(detok.flush())
                 // The stop token was sampled but not fed (and a length cut leaves the turn open): close the
                 // turn so the next one starts clean.
                 do {
@@ -82,4 +82,9 @@ struct Chat: ParsableCommand {
             }
         }
     }
+}
+
+/// Unbuffered stdout, so prompts, streamed tokens and status lines appear in order.
+private func say(_ s: String, terminator: String = "\n") {
+    FileHandle.standardOutput.write((s + terminator).data(using: .utf8)!)
 }

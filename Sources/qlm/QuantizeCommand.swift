@@ -3,17 +3,29 @@ import Foundation
 import QLM
 
 struct Quantize: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Quantize a model into a packed qlm folder.")
+    static let configuration = CommandConfiguration(
+        abstract: "Quantize a model into a packed qlm folder (RTN, GPTQ, LeanQuant, QuantEase).")
 
     @Argument(help: "Full-precision model: GGUF file or Hugging Face folder.") var model: String
     @Option(name: .shortAndLong, help: "Output folder (must not exist, or be empty).") var output: String
-    @Option(help: "rtn (more methods follow).") var method: String = "rtn"
+    @Option(help: "rtn, gptq, leanquant or quantease.") var method: QuantMethod = .rtn
     @Option(help: "Bits per weight: 2, 3, 4 or 8.") var bits: Int = 4
     @Option(name: .customLong("group-size"), help: "32, 64, 128, or -1 for one group per row.") var groupSize: Int = 128
     @Flag(help: "Symmetric affine grid (zero fixed at 2^(bits-1)).") var sym = false
-    @Option(help: "affine or lut (non-uniform per-row codebook).") var format: String = "affine"
-    @Option(help: "Fraction of weights kept exactly as sparse outliers, e.g. 0.01.") var outliers: Double = 0
+    @Option(help: "affine or lut (non-uniform per-row codebook; rtn and leanquant).") var format: String = "affine"
+    @Option(help: "Fraction of weights kept exactly as sparse outliers, e.g. 0.01 (rtn, quantease).") var outliers: Double = 0
+    @Flag(help: "Outliers as whole input columns (quantease).") var structured = false
     @Option(name: .customLong("head-bits"), help: "Embedding/output head: f16, 8, 4, 3 or 2.") var headBits: String = "8"
+    @Option(help: "Calibration text: c4, wikipedia, groups_merged or a file (never the evaluation set).") var calib: String = "c4"
+    @Option(help: "Calibration windows.") var nsamples: Int = 128
+    @Option(help: "Tokens per calibration window.") var seqlen: Int = 512
+    @Option(help: "Seed for drawing calibration windows.") var seed: UInt64 = 0
+    @Option(help: "Hessian damping, fraction of mean(diag H).") var damp: Double = 0.01
+    @Flag(name: .customLong("act-order"), help: "Quantize columns in order of decreasing Hessian diagonal.") var actOrder = false
+    @Flag(name: .customLong("true-sequential"), help: "Re-collect inputs per sub-group (qkv → o → gate/up → down).") var trueSequential = false
+    @Option(help: "LeanQuant exponent p in the weights U_jj^(-p).") var exponent: Double = 4
+    @Option(help: "QuantEase iterations.") var iters: Int = 30
+    @Flag(help: "Continue a killed run from its last finished block.") var resume = false
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "One JSON event per tensor, then a JSON summary.") var json = false
 
@@ -21,33 +33,64 @@ struct Quantize: ParsableCommand {
         try QLMCommand.guarded {
             qlm_set_threads_from(threads)
             guard let fmt = WeightFormat(rawValue: format), fmt != .f16 else { throw QLMError.invalidArgument("--format must be affine or lut") }
-            guard method == "rtn" else { throw QLMError.invalidArgument("--method \(method) is not available yet (rtn)") }
             let spec = QuantSpec(format: fmt, bits: bits, groupSize: groupSize == -1 ? nil : groupSize, sym: sym, outlierFraction: outliers)
-            try spec.validate()
-            let head = try headSpec(headBits, layer: spec)
+            var job = QuantizeJob(modelPath: model, outDir: output, method: method, spec: spec, head: try headSpec(headBits, layer: spec))
+            job.solver.damp = damp; job.solver.actOrder = actOrder; job.solver.exponent = exponent
+            job.solver.iters = iters; job.solver.structuredOutliers = structured
+            job.calibration.source = calib; job.calibration.nsamples = nsamples; job.calibration.seqlen = seqlen; job.calibration.seed = seed
+            job.trueSequential = trueSequential; job.resume = resume
+            if method == .rtn && (actOrder || trueSequential || resume) {
+                throw QLMError.invalidArgument("--act-order, --true-sequential and --resume apply to calibrated methods, not rtn")
+            }
+            try job.validate()
             let tty = stderrIsTTY && !json
             var done = 0
-            let m = try quantizeModelRTN(modelPath: model, outDir: output, spec: spec, head: head,
-                                         options: ["head_bits": headBits]) { ev in
+            let total = 7 * 30  // refined by the first event
+            let m = try quantizeModel(job, log: { line in
+                if json { print(jsonString(["event": "log", "message": line])); fflush(stdout) }
+                else { if tty { printErr("\r\u{1B}[K", terminator: "") }; printErr(line) }
+            }, progress: { ev in
                 done += 1
                 if json { print(jsonString(ev)); fflush(stdout); return }
-                if tty {
-                    let total = ev.blocks * 7 + 1
-                    let eta = ev.elapsed / Double(done) * Double(total - done)
-                    printErr(String(format: "\r[%3d/%d] block %2d/%d %-34@ %5.2f bpw  elapsed %@  ETA %@ ", done, total, ev.block + 1, ev.blocks,
-                                    ev.name as NSString, ev.bitsPerWeight, formatDuration(ev.elapsed), formatDuration(eta)), terminator: "")
-                }
-            }
+                guard tty else { return }
+                let n = ev.blocks * 7 + (method == .rtn ? 1 : 0)
+                let eta = ev.elapsed / Double(done) * Double(max(n, total) - done)
+                let loss = ev.loss.map { String(format: "loss %.4g", $0) } ?? ""
+                printErr(String(format: "\r\u{1B}[K[%3d/%d] block %2d/%d %-30@ %5.2f bpw %@  elapsed %@  ETA %@", done, n, ev.block + 1, ev.blocks,
+                                ev.name.replacingOccurrences(of: "model.layers.", with: "") as NSString, ev.bitsPerWeight, loss,
+                                formatDuration(ev.elapsed), formatDuration(eta)), terminator: "")
+            })
             if tty { printErr("") }
             if json {
-                print(jsonString(["event": "summary", "output": output, "method": m.method, "spec": m.spec.label,
-                                  "head": m.head.label, "layer_bpw": String(m.layerBitsPerWeight),
-                                  "total_bpw": String(m.totalBitsPerWeight), "seconds": String(m.quantizeSeconds)]))
-            } else {
-                print("wrote \(output): \(m.method) \(m.spec.label), head \(m.head.label)")
-                print(String(format: "bits per weight: %.4f (decoder linears), %.4f (all matrices incl. head); %.1f s",
-                             m.layerBitsPerWeight, m.totalBitsPerWeight, m.quantizeSeconds))
+                var s: [String: String] = ["event": "summary", "output": output, "method": m.method, "spec": m.spec.label, "head": m.head.label,
+                                           "layer_bpw": String(m.layerBitsPerWeight), "total_bpw": String(m.totalBitsPerWeight),
+                                           "seconds": String(m.quantizeSeconds)]
+                for (k, v) in m.timing ?? [:] { s["time_" + k] = String(v) }
+                print(jsonString(s))
+                return
             }
+            printSummary(m)
         }
     }
+
+    func printSummary(_ m: QuantizedManifest) {
+        print("wrote \(output): \(m.method) \(m.spec.label), head \(m.head.label)")
+        if let c = m.calibration { print("calibration: \(c)") }
+        print(" tensor                              bpw      loss      s")
+        for t in m.tensors where t.name.hasPrefix("model.layers.") {
+            print(String(format: " %-34@ %6.3f  %9.4g  %5.2f", t.name.replacingOccurrences(of: "model.layers.", with: "") as NSString,
+                         t.bitsPerWeight, t.loss ?? .nan, t.seconds ?? 0))
+        }
+        print(String(format: "bits per weight: %.4f (decoder linears), %.4f (all matrices incl. head)", m.layerBitsPerWeight, m.totalBitsPerWeight))
+        if let t = m.timing {
+            print(String(format: "time: total %.1f s = forward %.1f + hessians %.1f + solver %.1f + other %.1f; floor (one forward pass) %.1f s → %.2f× floor",
+                         t["total"] ?? 0, t["forward"] ?? 0, t["hessian"] ?? 0, t["solver"] ?? 0, t["other"] ?? 0, t["floor"] ?? 0,
+                         (t["total"] ?? 0) / max(t["floor"] ?? 1, 1e-9)))
+        } else {
+            print(String(format: "time: %.1f s", m.quantizeSeconds))
+        }
+        if let r = m.peakRSSBytes { print(String(format: "peak memory (RSS): %.0f MB", Double(r) / 1e6)) }
+    }
 }
+
+extension QuantMethod: ExpressibleByArgument {}

@@ -50,3 +50,22 @@ struct ForwardTests {
         #expect(maxDiff < 1e-3)
     }
 }
+
+@Suite("RoPE frequencies")
+struct RopeFrequencyTests {
+    @Test("Llama-3 scaling keeps high frequencies, divides low ones by the factor, blends in between")
+    func llama3Scaling() {
+        var c = LlamaConfig(vocabSize: 10, hiddenSize: 4096, intermediateSize: 14336, numLayers: 1, numHeads: 32, numKVHeads: 8,
+                            ropeTheta: 500_000)
+        let plain = c.ropeInverseFrequencies()
+        c.ropeScaling = RopeScaling(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+        let scaled = c.ropeInverseFrequencies()
+        #expect(plain.count == 64 && plain[0] == 1)
+        for i in 0..<64 {
+            let wavelen = 2 * Double.pi / Double(plain[i])
+            if wavelen < 8192.0 / 4 { #expect(scaled[i] == plain[i]) }
+            else if wavelen > 8192 { #expect(abs(scaled[i] - plain[i] / 8) <= 1e-6 * plain[i]) }
+            else { #expect(scaled[i] < plain[i] && scaled[i] > plain[i] / 8) }
+        }
+    }
+}

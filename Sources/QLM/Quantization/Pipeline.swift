@@ -1,0 +1,352 @@
+import Foundation
+import QLMKernels
+
+public enum QuantMethod: String, Codable, Sendable, CaseIterable {
+    case rtn, gptq, leanquant, quantease
+}
+
+/// Everything `qlm quantize` was asked to do.
+public struct QuantizeJob: Sendable {
+    public var modelPath: String
+    public var outDir: String
+    public var method: QuantMethod
+    public var spec: QuantSpec
+    public var head: QuantSpec
+    public var solver = SolverOptions()
+    public var calibration = CalibrationOptions()
+    public var trueSequential = false
+    public var resume = false
+
+    public init(modelPath: String, outDir: String, method: QuantMethod, spec: QuantSpec, head: QuantSpec) {
+        self.modelPath = modelPath; self.outDir = outDir; self.method = method; self.spec = spec; self.head = head
+    }
+
+    /// Rejects combinations the methods do not define, before any work starts.
+    public func validate() throws {
+        try spec.validate(); try head.validate()
+        switch method {
+        case .rtn: break
+        case .gptq:
+            if spec.format == .lut { throw QLMError.invalidArgument("gptq quantizes onto affine grids; for --format lut use --method leanquant") }
+            if spec.outlierFraction > 0 { throw QLMError.invalidArgument("--outliers is QuantEase's outlier-aware variant (or RTN); gptq has none") }
+        case .leanquant:
+            if spec.outlierFraction > 0 { throw QLMError.invalidArgument("--outliers is not part of LeanQuant; use --method quantease") }
+        case .quantease:
+            if spec.format == .lut { throw QLMError.invalidArgument("quantease uses affine grids; --format lut is LeanQuant's") }
+        }
+        if solver.structuredOutliers && spec.outlierFraction == 0 { throw QLMError.invalidArgument("--structured needs --outliers F > 0") }
+        guard solver.damp >= 0 && solver.damp < 1 else { throw QLMError.invalidArgument("--damp must be in [0, 1)") }
+        guard solver.iters >= 1 else { throw QLMError.invalidArgument("--iters must be at least 1") }
+    }
+
+    /// Identity of the run for --resume: a checkpoint from a different job is never reused.
+    var fingerprint: String {
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        let parts = [modelPath, method.rawValue, String(decoding: (try? enc.encode(spec)) ?? Data(), as: UTF8.self),
+                     String(decoding: (try? enc.encode(head)) ?? Data(), as: UTF8.self),
+                     String(decoding: (try? enc.encode(calibration)) ?? Data(), as: UTF8.self),
+                     "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers)",
+                     "\(trueSequential)"]
+        return SHA256Digest.hash(Data(parts.joined(separator: "|").utf8))
+    }
+}
+
+/// The seven linear layers of a block, in true-sequential order groups.
+enum BlockLinear: Int, CaseIterable {
+    case q, k, v, o, gate, up, down
+    var name: String { ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"][rawValue] }
+}
+
+/// Calibration activations of every sample, flattened: [M = nsamples·seqlen, width].
+final class ActivationBuffers {
+    let M: Int
+    let x, xn, q, k, v, att, gate, up: FloatBuffer
+    let attnScratch, ropeCos, ropeSin: FloatBuffer
+    init(M: Int, L: Int, c: LlamaConfig, invFreq: [Float]) {
+        self.M = M
+        x = FloatBuffer(count: M * c.hiddenSize); xn = FloatBuffer(count: M * c.hiddenSize)
+        q = FloatBuffer(count: M * c.qDim); att = FloatBuffer(count: M * c.qDim)
+        k = FloatBuffer(count: M * c.kvDim); v = FloatBuffer(count: M * c.kvDim)
+        gate = FloatBuffer(count: M * c.intermediateSize); up = FloatBuffer(count: M * c.intermediateSize)
+        attnScratch = FloatBuffer(count: qlm_attention_scratch_floats(Int32(L), Int32(L), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)))
+        ropeCos = FloatBuffer(count: L * c.headDim / 2); ropeSin = FloatBuffer(count: L * c.headDim / 2)
+        qlm_rope_table(ropeCos.ptr, ropeSin.ptr, Int32(L), Int32(c.headDim / 2), 0, invFreq)
+    }
+}
+
+/// Accumulates H = (2/N) Σ x xᵀ over the rows of `X` [M, cols], N = number of calibration
+/// sequences (GPTQ's convention). BLAS ssyrk runs on chunks of 4096 rows in f32 and the chunks are
+/// summed in f64: each f32 partial sums at most 4096 products (relative error ~1e-6 typical),
+/// far below the 1% damping every method adds, and the running total never loses small chunks.
+func accumulateHessian(_ X: UnsafePointer<Float>, rows M: Int, cols n: Int, nsamples: Int) -> [Double] {
+    var H = [Double](repeating: 0, count: n * n)
+    let part = FloatBuffer(count: n * n)
+    let chunk = 4096
+    var r = 0
+    while r < M {
+        let k = min(chunk, M - r)
+        qlm_ssyrk_t(Int32(n), Int32(k), 2.0 / Float(nsamples), X + r * n, Int32(n), 0, part.ptr, Int32(n))
+        for i in 0..<n { for j in i..<n { H[i * n + j] += Double(part.ptr[i * n + j]) } }
+        r += k
+    }
+    for i in 0..<n { for j in 0..<i { H[i * n + j] = H[j * n + i] } }
+    return H
+}
+
+/// GPTQ-style sequential quantization: block i is quantized on the outputs of the already
+/// quantized blocks 0..i-1. With true-sequential, each sub-group's Hessian is collected from
+/// inputs computed with the sub-groups before it already quantized, in one pass per block.
+public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
+                          progress: ((QuantizeEvent) -> Void)? = nil) throws -> QuantizedManifest {
+    try job.validate()
+    if job.method == .rtn {
+        return try quantizeModelRTN(modelPath: job.modelPath, outDir: job.outDir, spec: job.spec, head: job.head,
+                                    options: ["head_bits": job.head.label], progress: progress)
+    }
+    let t0 = Date()
+    let loaded = try LoadedModel.load(job.modelPath)
+    let ckpt = loaded.checkpoint
+    guard ckpt.format != .qlm else { throw QLMError.invalidArgument("\(job.modelPath) is already quantized; quantize the full-precision model") }
+    let c = loaded.config, w = loaded.model.weights
+    if job.spec.outlierFraction > 0, max(c.hiddenSize, c.intermediateSize) > 65535 {
+        throw QLMError.unsupported("outliers need matrices with at most 65535 columns")
+    }
+    let calib = try loadCalibration(job.calibration, tokenizer: loaded.tokenizer)
+    log?("calibration: \(calib.description)")
+    let sha = ckpt.format == .gguf ? try SHA256Digest.hashFile(ckpt.path) : try hashFolder(ckpt.path)
+    let L = job.calibration.seqlen, N = job.calibration.nsamples, M = N * L, d = c.hiddenSize
+    let buf = ActivationBuffers(M: M, L: L, c: c, invFreq: loaded.model.invFreq.array)
+
+    // Resume: the checkpoint folder holds the activations after the last finished block and the
+    // quantized matrices of every finished block.
+    let state = CheckpointDir(path: (job.outDir.hasSuffix("/") ? String(job.outDir.dropLast()) : job.outDir) + ".partial", fingerprint: job.fingerprint)
+    var results: [(String, QuantizedMatrix)] = []
+    var tensors: [QuantizedManifest.Tensor] = []
+    var firstBlock = 0
+    if job.resume, let done = try state.load(into: buf.x.ptr, count: M * d) {
+        firstBlock = done.blocks
+        results = done.matrices
+        tensors = done.tensors
+        log?("resuming after block \(firstBlock)/\(c.numLayers) from \(state.path)")
+    } else {
+        try state.reset()
+        for (s, win) in calib.windows.enumerated() {
+            for (t, id) in win.enumerated() { w.embed.copyRow(Int(id), into: buf.x.ptr + (s * L + t) * d) }
+        }
+    }
+
+    var tForward = 0.0, tHessian = 0.0, tSolver = 0.0
+    func timed<T>(_ acc: inout Double, _ f: () throws -> T) rethrows -> T {
+        let s = Date(); defer { acc += Date().timeIntervalSince(s) }; return try f()
+    }
+    let solve: (BlockLinear, Int, [Float], Int, Int, [Double]) throws -> SolverResult = { which, block, W, rows, cols, H in
+        switch job.method {
+        case .gptq: return try gptqQuantize(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
+        case .leanquant: return try leanQuantize(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
+        case .quantease: return try quantEase(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
+        case .rtn: fatalError("handled above")
+        }
+    }
+
+    for b in firstBlock..<c.numLayers {
+        let Lw = w.layers[b]
+        let original: [BlockLinear: Linear] = [.q: Lw.wq, .k: Lw.wk, .v: Lw.wv, .o: Lw.wo, .gate: Lw.wGate, .up: Lw.wUp, .down: Lw.wDown]
+        var current: [BlockLinear: FloatBuffer] = [:]   // dense f32 weights the chain uses (quantized once done)
+        for (k, lin) in original { current[k] = FloatBuffer(lin.denseF32()) }
+        var blockResults: [(String, QuantizedMatrix)] = []
+        var blockTensors: [QuantizedManifest.Tensor] = []
+
+        /// Quantizes `group` with Hessian H and swaps in the dequantized weights.
+        func quantizeGroup(_ group: [BlockLinear], H: [Double]) throws {
+            for which in group {
+                let lin = original[which]!
+                let ts = Date()
+                let W = lin.denseF32()
+                let r = try timed(&tSolver) { try solve(which, b, W, lin.rows, lin.cols, H) }
+                let pm = r.q.packed()
+                current[which] = FloatBuffer(pm.dequantized())
+                let name = "model.layers.\(b).\(which.name)"
+                let secs = Date().timeIntervalSince(ts)
+                blockResults.append((name, r.q))
+                blockTensors.append(.init(name: name, format: r.q.format.rawValue, bits: r.q.bits, groupSize: r.q.groupSize, rows: r.q.rows,
+                                          cols: r.q.cols, outliers: r.q.outVal.count, bitsPerWeight: pm.bitsPerWeight,
+                                          bytes: pm.storageBytes, loss: r.loss, seconds: secs))
+                progress?(QuantizeEvent(block: b, blocks: c.numLayers, name: name, format: job.spec.label, bitsPerWeight: pm.bitsPerWeight,
+                                        loss: r.loss, seconds: secs, elapsed: Date().timeIntervalSince(t0)))
+            }
+        }
+
+        enum Mode { case trueSequential, record, apply }
+        var recorded: [([BlockLinear], [Double])] = []
+        let groups: [[BlockLinear]] = [[.k, .v, .q], [.o], [.up, .gate], [.down]]
+
+        /// One pass of the block over all samples. Before each sub-group multiplies its input, the
+        /// input's Hessian is either used at once (true-sequential: later sub-groups then see the
+        /// quantized outputs) or recorded for later.
+        func runBlock(_ mode: Mode) throws {
+            let eps = Float(c.rmsNormEps)
+            func mm(_ which: BlockLinear, _ X: UnsafePointer<Float>, _ Y: UnsafeMutablePointer<Float>, beta: Float = 0) {
+                let lin = original[which]!
+                qlm_sgemm_nt(Int32(M), Int32(lin.rows), Int32(lin.cols), X, Int32(lin.cols), current[which]!.ptr, Int32(lin.cols), Y, Int32(lin.rows), beta)
+            }
+            func inputs(_ g: Int, _ X: UnsafePointer<Float>, cols: Int) throws {
+                guard mode != .apply else { return }
+                let H = timed(&tHessian) { accumulateHessian(X, rows: M, cols: cols, nsamples: N) }
+                if mode == .trueSequential { try quantizeGroup(groups[g], H: H) } else { recorded.append((groups[g], H)) }
+            }
+            timed(&tForward) { qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, Lw.attnNorm.ptr, Int32(M), Int32(d), eps) }
+            try inputs(0, buf.xn.ptr, cols: d)
+            timed(&tForward) {
+                mm(.q, buf.xn.ptr, buf.q.ptr); mm(.k, buf.xn.ptr, buf.k.ptr); mm(.v, buf.xn.ptr, buf.v.ptr)
+                for s in 0..<N {
+                    let qs = buf.q.ptr + s * L * c.qDim, ks = buf.k.ptr + s * L * c.kvDim, vs = buf.v.ptr + s * L * c.kvDim
+                    qlm_rope(qs, Int32(L), Int32(c.numHeads), Int32(c.headDim), buf.ropeCos.ptr, buf.ropeSin.ptr)
+                    qlm_rope(ks, Int32(L), Int32(c.numKVHeads), Int32(c.headDim), buf.ropeCos.ptr, buf.ropeSin.ptr)
+                    qlm_attention(qs, ks, vs, buf.att.ptr + s * L * c.qDim, Int32(L), 0, Int32(c.numHeads), Int32(c.numKVHeads),
+                                  Int32(c.headDim), buf.attnScratch.ptr)
+                }
+            }
+            try inputs(1, buf.att.ptr, cols: c.qDim)
+            timed(&tForward) {
+                mm(.o, buf.att.ptr, buf.x.ptr, beta: 1)
+                qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, Lw.ffnNorm.ptr, Int32(M), Int32(d), eps)
+            }
+            try inputs(2, buf.xn.ptr, cols: d)
+            timed(&tForward) {
+                mm(.gate, buf.xn.ptr, buf.gate.ptr); mm(.up, buf.xn.ptr, buf.up.ptr)
+                qlm_swiglu(buf.gate.ptr, buf.gate.ptr, buf.up.ptr, M * c.intermediateSize)
+            }
+            try inputs(3, buf.gate.ptr, cols: c.intermediateSize)
+            timed(&tForward) { mm(.down, buf.gate.ptr, buf.x.ptr, beta: 1) }
+        }
+
+        if job.trueSequential {
+            try runBlock(.trueSequential)
+        } else {
+            // Plain GPTQ: every sub-layer's Hessian from the block with its original weights (on the
+            // quantized chain's inputs), then the block output recomputed with all of it quantized.
+            let saved = FloatBuffer(count: M * d)
+            saved.ptr.update(from: buf.x.ptr, count: M * d)
+            try runBlock(.record)
+            for (g, H) in recorded { try quantizeGroup(g, H: H) }
+            buf.x.ptr.update(from: saved.ptr, count: M * d)
+            try runBlock(.apply)
+        }
+        results += blockResults
+        tensors += blockTensors
+        try state.save(blocks: b + 1, x: buf.x.ptr, count: M * d, blockMatrices: blockResults, tensors: tensors)
+        log?(String(format: "block %d/%d: forward %.1f s, hessian %.1f s, solver %.1f s, elapsed %.1f s",
+                    b + 1, c.numLayers, tForward, tHessian, tSolver, Date().timeIntervalSince(t0)))
+    }
+
+    // The embedding / output head is not a GPTQ layer: it gets RTN at its own precision.
+    var heads: [(String, Linear)] = [("model.embed_tokens", w.embed)]
+    if !c.tieWordEmbeddings { heads.append(("lm_head", w.lmHead)) }
+    for (name, lin) in heads {
+        let q = try quantizeRTN(lin.denseF32(), rows: lin.rows, cols: lin.cols, spec: job.head)
+        let pm = q.packed()
+        results.append((name, q))
+        tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
+                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: nil, seconds: nil))
+    }
+    func bpw(_ ts: [QuantizedManifest.Tensor]) -> Double {
+        ts.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.rows * $1.cols) } / Double(ts.reduce(0) { $0 + $1.rows * $1.cols })
+    }
+    let total = Date().timeIntervalSince(t0)
+    var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
+                                     "damp": "\(job.solver.damp)", "head": job.head.label]
+    if job.method == .leanquant { options["exponent"] = "\(job.solver.exponent)" }
+    if job.method == .quantease { options["iters"] = "\(job.solver.iters)"; options["structured"] = "\(job.solver.structuredOutliers)" }
+    var manifest = QuantizedManifest(method: job.method.rawValue, spec: job.spec, head: job.head, sourcePath: job.modelPath, sourceSHA256: sha,
+                                     tensors: tensors, layerBitsPerWeight: bpw(tensors.filter { $0.name.hasPrefix("model.layers.") }),
+                                     totalBitsPerWeight: bpw(tensors), quantizeSeconds: total, options: options)
+    manifest.calibration = calib.description
+    // Floor: one forward pass of the calibration tokens through the model, i.e. the forward time
+    // of a single-pass (true-sequential) run; a two-pass run measured it twice.
+    let floor = job.trueSequential ? tForward : tForward / 2
+    manifest.timing = ["forward": tForward, "hessian": tHessian, "solver": tSolver, "total": total, "floor": floor,
+                       "other": total - tForward - tHessian - tSolver]
+    manifest.peakRSSBytes = peakRSSBytes()
+    try writeQuantizedFolder(outDir: job.outDir, source: ckpt, weights: w, matrices: results, manifest: manifest)
+    try? state.remove()
+    return manifest
+}
+
+/// Per-block checkpoint for --resume: `<out>.partial/` with the job fingerprint, the number of
+/// finished blocks, the activations after them, and their quantized matrices. Each file is
+/// replaced atomically, and the state file is written last.
+struct CheckpointDir {
+    let path: String
+    let fingerprint: String
+
+    struct State: Codable { var fingerprint: String; var blocks: Int; var tensors: [QuantizedManifest.Tensor] }
+
+    func reset() throws {
+        try? FileManager.default.removeItem(atPath: path)
+        do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+            throw QLMError.io(path: path, detail: "cannot create the checkpoint folder: \(error.localizedDescription)")
+        }
+    }
+    func remove() throws { try FileManager.default.removeItem(atPath: path) }
+
+    func save(blocks: Int, x: UnsafePointer<Float>, count: Int, blockMatrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor]) throws {
+        let w = QLMWeightsWriter()
+        for (name, q) in blockMatrices { w.addMatrix(name, q) }
+        try w.write(to: path + "/block-\(blocks - 1).qlmw")
+        // Activations are versioned by block so a kill between these writes leaves the previous
+        // state.json pointing at files that still exist.
+        try writeFileAtomically(path + "/activations-\(blocks).f32") { try $0.write(contentsOf: Data(bytes: x, count: count * 4)) }
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let st = try enc.encode(State(fingerprint: fingerprint, blocks: blocks, tensors: tensors))
+        try writeFileAtomically(path + "/state.json") { try $0.write(contentsOf: st) }
+        try? FileManager.default.removeItem(atPath: path + "/activations-\(blocks - 1).f32")
+    }
+
+    /// Loads a matching checkpoint, or nil when there is none (or it belongs to another job).
+    func load(into x: UnsafeMutablePointer<Float>, count: Int) throws -> (blocks: Int, matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor])? {
+        guard let d = FileManager.default.contents(atPath: path + "/state.json") else { return nil }
+        let dec = JSONDecoder()
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        guard let st = try? dec.decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
+        let f = try MappedFile(path: path + "/activations-\(st.blocks).f32")
+        guard f.size == count * 4 else { throw QLMError.corrupt(path: f.path, detail: "checkpoint activations have the wrong size") }
+        x.update(from: f.base.assumingMemoryBound(to: Float.self), count: count)
+        var out: [(String, QuantizedMatrix)] = []
+        for b in 0..<st.blocks {
+            let file = try QLMWeightsFile(path: path + "/block-\(b).qlmw")
+            for t in st.tensors where t.name.hasPrefix("model.layers.\(b).") {
+                out.append((t.name, QuantizedMatrix(unpacking: try file.matrix(t.name))))
+            }
+        }
+        return (st.blocks, out, st.tensors)
+    }
+}
+
+extension QuantizedMatrix {
+    /// Back from the packed form (exact: pack/unpack round-trips).
+    init(unpacking p: PackedMatrix) {
+        let m = p.m, meta = p.meta
+        rows = meta.rows; cols = meta.cols; bits = meta.bits; groupSize = meta.groupSize
+        format = WeightFormat(rawValue: meta.format) ?? .affine
+        codes = []
+        func arr<T>(_ ptr: UnsafePointer<T>?, _ n: Int) -> [T] { ptr.map { Array(UnsafeBufferPointer(start: $0, count: n)) } ?? [] }
+        switch format {
+        case .f16:
+            halves = arr(UnsafeRawPointer(m.codes).map { $0.assumingMemoryBound(to: UInt16.self) }, rows * cols)
+        case .affine, .lut:
+            codes = [UInt8](repeating: 0, count: rows * cols)
+            codes.withUnsafeMutableBufferPointer { qlm_unpack_codes(Int32(bits), m.codes, $0.baseAddress!, Int32(rows), Int32(cols)) }
+            if format == .affine {
+                scales = arr(m.scales, rows * nGroups); zeros = arr(m.zeros, rows * nGroups)
+            } else {
+                lut = arr(m.lut, rows << bits)
+            }
+        }
+        if meta.permuted { perm = arr(m.perm, cols) }
+        if meta.outliers > 0 {
+            outRowPtr = arr(m.out_rowptr, rows + 1); outCol = arr(m.out_col, meta.outliers); outVal = arr(m.out_val, meta.outliers)
+        }
+    }
+}
+

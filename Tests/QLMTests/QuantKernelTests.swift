@@ -1,0 +1,496 @@
+import Foundation
+import QLMKernels
+import Testing
+
+/// Packed low-bit weight kernels (qlm_quant.h): superblock layouts, pack/unpack, storage
+/// accounting, dequantisation against an independent Swift model of the formats, GEMV on every
+/// ISA this CPU supports against the scalar reference and against dequantize-then-dot, prefill
+/// GEMM, and bit-identical results across thread counts.
+/// Serialized: the tests force the ISA path and the thread count.
+@Suite(.serialized)
+struct QuantKernelTests {
+    static let allISAs: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON]
+    static var supportedISAs: [qlm_isa] { allISAs.filter { qlm_isa_supported($0) == 1 } }
+
+    /// Deterministic xorshift generator.
+    struct Rng {
+        var s: UInt64
+        init(_ seed: UInt64) { s = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
+        mutating func next() -> UInt64 {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17
+            return s
+        }
+        /// Uniform in [-1, 1).
+        mutating func float() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
+        mutating func floats(_ n: Int) -> [Float] { (0..<n).map { _ in float() } }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    static func restoreDefaults() {
+        _ = qlm_isa_force(qlm_isa_best())
+        qlm_set_threads(0)
+    }
+
+    static func name(_ isa: qlm_isa) -> String { String(cString: qlm_isa_name(isa)) }
+
+    // MARK: - A packed matrix built from unpacked parts (owns its buffers)
+
+    final class Packed {
+        let rows: Int, cols: Int, format: qlm_format, bits: Int, groupSize: Int
+        let codes: [UInt8]              // unpacked, stored column order; f16: empty
+        let scales: [UInt16], zeros: [UInt16], lut: [UInt16], halves: [UInt16]
+        let perm: [Int32]?
+        let rowPtr: [Int32], outCol: [UInt16], outVal: [Float]
+        private var buffers: [UnsafeMutableRawPointer] = []
+        var m = qlm_qmatrix()
+
+        init(format: qlm_format, bits: Int, groupSize: Int?, rows: Int, cols: Int, codes: [UInt8] = [],
+             scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt16] = [], halves: [UInt16] = [],
+             perm: [Int32]? = nil, rowPtr: [Int32] = [], outCol: [UInt16] = [], outVal: [Float] = []) {
+            self.rows = rows; self.cols = cols; self.format = format; self.bits = bits
+            self.groupSize = groupSize ?? cols
+            self.codes = codes; self.scales = scales; self.zeros = zeros; self.lut = lut; self.halves = halves
+            self.perm = perm; self.rowPtr = rowPtr; self.outCol = outCol; self.outVal = outVal
+            m.rows = Int32(rows); m.cols = Int32(cols); m.format = Int32(format.rawValue); m.bits = Int32(bits)
+            m.group_size = Int32(self.groupSize)
+            if format == QLM_FMT_F16 {
+                m.codes = UnsafePointer(copy(halves).assumingMemoryBound(to: UInt8.self))
+            } else {
+                let rb = qlm_row_bytes(Int32(bits), Int32(cols))
+                let dst = alloc(rows * rb).assumingMemoryBound(to: UInt8.self)
+                codes.withUnsafeBufferPointer { qlm_pack_codes(Int32(bits), $0.baseAddress, dst, Int32(rows), Int32(cols)) }
+                m.codes = UnsafePointer(dst)
+            }
+            if !scales.isEmpty { m.scales = UnsafePointer(copy(scales).assumingMemoryBound(to: UInt16.self)) }
+            if !zeros.isEmpty { m.zeros = UnsafePointer(copy(zeros).assumingMemoryBound(to: UInt16.self)) }
+            if !lut.isEmpty { m.lut = UnsafePointer(copy(lut).assumingMemoryBound(to: UInt16.self)) }
+            if let perm { m.perm = UnsafePointer(copy(perm).assumingMemoryBound(to: Int32.self)) }
+            if !outVal.isEmpty {
+                m.n_outliers = Int32(outVal.count)
+                m.out_rowptr = UnsafePointer(copy(rowPtr).assumingMemoryBound(to: Int32.self))
+                m.out_col = UnsafePointer(copy(outCol).assumingMemoryBound(to: UInt16.self))
+                m.out_val = UnsafePointer(copy(outVal).assumingMemoryBound(to: Float.self))
+            }
+        }
+
+        deinit { for b in buffers { b.deallocate() } }
+
+        private func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+            buffers.append(p)
+            return p
+        }
+
+        private func copy<T>(_ a: [T]) -> UnsafeMutableRawPointer {
+            let p = alloc(a.count * MemoryLayout<T>.stride)
+            a.withUnsafeBytes { if $0.count > 0 { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            return p
+        }
+
+        var nGroups: Int { format == QLM_FMT_AFFINE ? (cols + groupSize - 1) / groupSize : 1 }
+
+        /// Independent model of the formats: f32 weights [rows, cols] in ORIGINAL column order,
+        /// outliers included (w = s·(q − z) with f16 s, z; lut[q]; half).
+        func expectedWeights() -> [Float] {
+            var w = [Float](repeating: 0, count: rows * cols)
+            let g = min(groupSize, cols)
+            for r in 0..<rows {
+                for j in 0..<cols {
+                    let v: Float
+                    switch format {
+                    case QLM_FMT_F16: v = qlm_f16_to_f32(halves[r * cols + j])
+                    case QLM_FMT_LUT: v = qlm_f16_to_f32(lut[r * (1 << bits) + Int(codes[r * cols + j])])
+                    default:
+                        let gi = min(j / g, nGroups - 1)
+                        let s = qlm_f16_to_f32(scales[r * nGroups + gi]), z = qlm_f16_to_f32(zeros[r * nGroups + gi])
+                        v = s * (Float(codes[r * cols + j]) - z)
+                    }
+                    w[r * cols + Int(perm?[j] ?? Int32(j))] = v
+                }
+                if !outVal.isEmpty {
+                    for e in Int(rowPtr[r])..<Int(rowPtr[r + 1]) { w[r * cols + Int(outCol[e])] += outVal[e] }
+                }
+            }
+            return w
+        }
+
+        func dequantRows(_ r0: Int, _ r1: Int) -> [Float] {
+            var out = [Float](repeating: .nan, count: (r1 - r0) * cols)
+            withUnsafePointer(to: m) { qlm_qmatrix_dequant_rows($0, Int32(r0), Int32(r1), &out) }
+            return out
+        }
+
+        func gemv(_ isa: qlm_isa?, _ x: [Float]) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows)  // a row left unwritten stays NaN
+            let n = withUnsafePointer(to: m) { qlm_qgemv_scratch_floats($0) }
+            var scratch = [Float](repeating: .nan, count: max(n, 1))
+            withUnsafePointer(to: m) { mp in
+                if let isa { qlm_qgemv_isa(isa, mp, x, &y, &scratch) } else { qlm_qgemv(mp, x, &y, &scratch) }
+            }
+            return y
+        }
+
+        func gemvRef(_ x: [Float]) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows)
+            withUnsafePointer(to: m) { qlm_qgemv_ref($0, x, &y) }
+            return y
+        }
+
+        var bitsPerWeight: Double { withUnsafePointer(to: m) { qlm_bits_per_weight($0) } }
+        var storageBytes: Int { withUnsafePointer(to: m) { qlm_storage_bytes($0) } }
+    }
+
+    /// Random matrix: random codes, f16 scales in [0.01, 0.11), zeros in [0, 2^bits − 1] (fractional),
+    /// codebooks in [-1, 1), a random permutation and up to 3 outliers per row when asked.
+    static func random(_ rng: inout Rng, format: qlm_format, bits: Int, groupSize: Int?, rows: Int, cols: Int,
+                       perm: Bool = false, outliers: Bool = false, symmetric: Bool = false) -> Packed {
+        let g = min(groupSize ?? cols, cols)
+        let ng = format == QLM_FMT_AFFINE ? (cols + g - 1) / g : 1
+        var codes: [UInt8] = [], scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt16] = [], halves: [UInt16] = []
+        switch format {
+        case QLM_FMT_F16:
+            halves = (0..<(rows * cols)).map { _ in qlm_f32_to_f16(rng.float()) }
+        default:
+            codes = (0..<(rows * cols)).map { _ in UInt8(rng.below(1 << bits)) }
+            if format == QLM_FMT_AFFINE {
+                scales = (0..<(rows * ng)).map { _ in qlm_f32_to_f16(0.06 + 0.05 * rng.float()) }
+                zeros = (0..<(rows * ng)).map { _ in
+                    qlm_f32_to_f16(symmetric ? Float(1 << (bits - 1)) : Float((1 << bits) - 1) * 0.5 * (rng.float() + 1))
+                }
+            } else {
+                lut = (0..<(rows << bits)).map { _ in qlm_f32_to_f16(rng.float()) }
+            }
+        }
+        var p: [Int32]? = nil
+        if perm {
+            var a = (0..<cols).map { Int32($0) }
+            for j in stride(from: cols - 1, to: 0, by: -1) { a.swapAt(j, rng.below(j + 1)) }
+            p = a
+        }
+        var rowPtr: [Int32] = [], outCol: [UInt16] = [], outVal: [Float] = []
+        if outliers {
+            for _ in 0..<rows {
+                rowPtr.append(Int32(outVal.count))
+                for _ in 0..<rng.below(4) {
+                    outCol.append(UInt16(rng.below(cols)))
+                    outVal.append(4 * rng.float())
+                }
+            }
+            rowPtr.append(Int32(outVal.count))
+            if outVal.isEmpty { rowPtr = [] }  // CSR only when there is something stored
+        }
+        return Packed(format: format, bits: bits, groupSize: groupSize, rows: rows, cols: cols, codes: codes,
+                      scales: scales, zeros: zeros, lut: lut, halves: halves, perm: p, rowPtr: rowPtr,
+                      outCol: outCol, outVal: outVal)
+    }
+
+    /// Summation-order tolerance relative to Σ|w·x|.
+    static func tolerance(cols: Int) -> Double { Double(Float.ulpOfOne) * (4 * Double(cols).squareRoot() + 8) }
+
+    /// Largest |a − b| / Σ|w·x| over rows (infinite when a value is NaN).
+    static func maxRelError(_ a: [Float], _ b: [Float], w: [Float], x: [Float], rows: Int, cols: Int) -> Double {
+        var worst = 0.0
+        for r in 0..<rows {
+            var mag = 0.0
+            for j in 0..<cols { mag += abs(Double(w[r * cols + j]) * Double(x[j])) }
+            let d = abs(Double(a[r]) - Double(b[r]))
+            if d.isNaN { return .infinity }
+            worst = max(worst, d / max(mag, 1e-30))
+        }
+        return worst
+    }
+
+    static func dot(_ w: [Float], _ x: [Float], rows: Int, cols: Int) -> [Float] {
+        (0..<rows).map { r in
+            var s = 0.0
+            for j in 0..<cols { s += Double(w[r * cols + j]) * Double(x[j]) }
+            return Float(s)
+        }
+    }
+
+    struct Config: CustomStringConvertible {
+        let format: qlm_format, bits: Int, groupSize: Int?
+        var description: String {
+            switch format {
+            case QLM_FMT_AFFINE: return "affine\(bits)-" + (groupSize.map { "g\($0)" } ?? "row")
+            case QLM_FMT_LUT: return "lut\(bits)"
+            default: return "f16"
+            }
+        }
+    }
+
+    static let configs: [Config] = {
+        var c: [Config] = []
+        for b in [2, 3, 4, 8] { for g in [32, 64, 128, nil] as [Int?] { c.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: g)) } }
+        for b in [2, 3, 4] { c.append(Config(format: QLM_FMT_LUT, bits: b, groupSize: nil)) }
+        c.append(Config(format: QLM_FMT_F16, bits: 16, groupSize: nil))
+        return c
+    }()
+
+    static let testRows = [1, 3, 7, 33, 100]
+    static let testCols = [16, 31, 64, 100, 130, 576]
+
+    // MARK: - Layout and pack/unpack
+
+    /// Packs one superblock holding a single non-zero code and returns the packed bytes.
+    static func packSingle(bits: Int, index: Int, value: UInt8) -> [UInt8] {
+        var q = [UInt8](repeating: 0, count: 64)
+        q[index] = value
+        var out = [UInt8](repeating: 0xEE, count: qlm_row_bytes(Int32(bits), 64))
+        qlm_pack_codes(Int32(bits), q, &out, 1, 64)
+        return out
+    }
+
+    @Test func superblockLayoutsFollowTheSpec() {
+        #expect(qlm_row_bytes(2, 64) == 16 && qlm_row_bytes(3, 64) == 24 && qlm_row_bytes(4, 64) == 32 && qlm_row_bytes(8, 64) == 64)
+        #expect(qlm_row_bytes(2, 65) == 32 && qlm_row_bytes(3, 100) == 48 && qlm_row_bytes(4, 1) == 32 && qlm_row_bytes(16, 100) == 200)
+        for k in 0..<64 {
+            // 2-bit: byte k % 16, bits 2·(k / 16).
+            var e2 = [UInt8](repeating: 0, count: 16)
+            e2[k % 16] = 3 << (2 * (k / 16))
+            #expect(Self.packSingle(bits: 2, index: k, value: 3) == e2, "2-bit weight \(k)")
+            // 3-bit: low bits as 2-bit; high bit in byte 16 + (k % 8), bit (k / 16) + 4·((k % 16) / 8).
+            var e3 = [UInt8](repeating: 0, count: 24)
+            e3[k % 16] = 1 << (2 * (k / 16))
+            e3[16 + k % 8] = 1 << ((k / 16) + 4 * ((k % 16) / 8))
+            #expect(Self.packSingle(bits: 3, index: k, value: 5) == e3, "3-bit weight \(k)")
+            // 4-bit: byte k % 32, low nibble for k < 32.
+            var e4 = [UInt8](repeating: 0, count: 32)
+            e4[k % 32] = k < 32 ? 0x0B : 0xB0
+            #expect(Self.packSingle(bits: 4, index: k, value: 11) == e4, "4-bit weight \(k)")
+            var e8 = [UInt8](repeating: 0, count: 64)
+            e8[k] = 200
+            #expect(Self.packSingle(bits: 8, index: k, value: 200) == e8, "8-bit weight \(k)")
+        }
+    }
+
+    @Test func packUnpackRoundTripsWithZeroPadding() {
+        var rng = Rng(11)
+        for bits in [2, 3, 4, 8] {
+            for cols in [1, 5, 16, 31, 63, 64, 65, 100, 130, 576] {
+                for rows in [1, 3, 7] {
+                    let q = (0..<(rows * cols)).map { _ in UInt8(rng.below(1 << bits)) }
+                    let rb = qlm_row_bytes(Int32(bits), Int32(cols))
+                    var packed = [UInt8](repeating: 0xA5, count: rows * rb)
+                    qlm_pack_codes(Int32(bits), q, &packed, Int32(rows), Int32(cols))
+                    var back = [UInt8](repeating: 0xFF, count: rows * cols)
+                    qlm_unpack_codes(Int32(bits), packed, &back, Int32(rows), Int32(cols))
+                    #expect(back == q, "\(bits)-bit \(rows)x\(cols)")
+                    // Reading each row as a full superblock-padded row shows the padding codes: all 0.
+                    let padCols = (cols + 63) / 64 * 64
+                    for r in 0..<rows {
+                        var full = [UInt8](repeating: 0xFF, count: padCols)
+                        Array(packed[(r * rb)..<((r + 1) * rb)]).withUnsafeBufferPointer {
+                            qlm_unpack_codes(Int32(bits), $0.baseAddress, &full, 1, Int32(padCols))
+                        }
+                        #expect(Array(full[0..<cols]) == Array(q[(r * cols)..<((r + 1) * cols)]))
+                        #expect(full[cols...].allSatisfy { $0 == 0 }, "\(bits)-bit \(rows)x\(cols): padding codes")
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Storage accounting
+
+    @Test func bitsPerWeightCountsEverythingStored() {
+        var rng = Rng(3)
+        // 4-bit g128 on 8x256: 4 bits of codes + (16 + 16) bits per 128 weights = 4.25.
+        let a = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 8, cols: 256)
+        #expect(a.bitsPerWeight == 4.25)
+        #expect(a.storageBytes == 8 * 128 + 8 * 2 * 2 * 2)
+        withUnsafePointer(to: a.m) { #expect(qlm_n_groups($0) == 2) }
+        // + a permutation: 32 bits per column = 32 · 256 / (8 · 256) = 4 more.
+        let ap = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 8, cols: 256, perm: true)
+        #expect(ap.bitsPerWeight == 8.25)
+        // + outliers: 32-bit row pointers (rows + 1) and 16-bit column + 32-bit value each.
+        let ao = Packed(format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 8, cols: 256, codes: a.codes,
+                        scales: a.scales, zeros: a.zeros, rowPtr: [0, 1, 2, 3, 4, 5, 6, 8, 10],
+                        outCol: Array(repeating: 7, count: 10), outVal: Array(repeating: 1, count: 10))
+        #expect(ao.bitsPerWeight == 4.25 + Double(9 * 32 + 10 * 48) / 2048)
+        #expect(ao.storageBytes == 8 * 128 + 64 + 9 * 4 + 10 * 6)
+        // Ragged 3-bit per-row codebooks on 4x100: 2 superblocks of 24 bytes per row + 8 f16 entries.
+        let l = Self.random(&rng, format: QLM_FMT_LUT, bits: 3, groupSize: nil, rows: 4, cols: 100)
+        #expect(abs(l.bitsPerWeight - (48.0 * 8 + 8 * 16) / 100) < 1e-12)
+        #expect(l.storageBytes == 4 * (48 + 16))
+        // Ragged 2-bit g32 on 3x100: 4 groups per row (the last one partial), 32 bytes of codes per row.
+        let r = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 2, groupSize: 32, rows: 3, cols: 100)
+        #expect(abs(r.bitsPerWeight - (32.0 * 8 + 4 * 32) / 100) < 1e-12)
+        // One group per row, and group sizes larger than the row.
+        let pr = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 8, groupSize: nil, rows: 2, cols: 576)
+        #expect(abs(pr.bitsPerWeight - (8 + 32.0 / 576)) < 1e-12)
+        let big = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 2, cols: 100)
+        withUnsafePointer(to: big.m) { #expect(qlm_n_groups($0) == 1) }
+        let h = Self.random(&rng, format: QLM_FMT_F16, bits: 16, groupSize: nil, rows: 3, cols: 31)
+        #expect(h.bitsPerWeight == 16)
+        #expect(h.storageBytes == 3 * 31 * 2)
+    }
+
+    // MARK: - Dequantisation and GEMV
+
+    @Test func dequantRowsMatchesTheFormatModel() {
+        var rng = Rng(5)
+        for cfg in Self.configs {
+            for (rows, cols) in [(3, 100), (7, 130), (5, 576), (2, 31)] {
+                for variant in 0..<4 {
+                    let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows,
+                                        cols: cols, perm: variant & 1 == 1, outliers: variant & 2 == 2)
+                    let expected = p.expectedWeights()
+                    #expect(p.dequantRows(0, rows).map(\.bitPattern) == expected.map(\.bitPattern), "\(cfg) \(rows)x\(cols) v\(variant)")
+                    // A sub-range of rows.
+                    let sub = p.dequantRows(1, rows)
+                    #expect(sub.map(\.bitPattern) == expected[cols...].map(\.bitPattern), "\(cfg) rows 1..<\(rows)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: ["scalar", "avx2", "avx512", "neon"])
+    func gemvMatchesReferenceOnEveryFormat(isaName: String) throws {
+        let isa = try #require(Self.allISAs.first { Self.name($0) == isaName })
+        guard qlm_isa_supported(isa) == 1 else { return }  // nothing to run on this CPU
+        defer { Self.restoreDefaults() }
+        qlm_set_threads(2)
+        var rng = Rng(UInt64(isa.rawValue) + 101)
+        var failures = 0
+        for cfg in Self.configs {
+            for rows in Self.testRows {
+                for cols in Self.testCols {
+                    for variant in 0..<4 {
+                        let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows,
+                                            cols: cols, perm: variant & 1 == 1, outliers: variant & 2 == 2)
+                        let x = rng.floats(cols)
+                        let w = p.expectedWeights()
+                        let y = p.gemv(isa, x)
+                        let ref = p.gemvRef(x)
+                        let tol = Self.tolerance(cols: cols)
+                        let e1 = Self.maxRelError(y, ref, w: w, x: x, rows: rows, cols: cols)
+                        let e2 = Self.maxRelError(y, Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
+                        let e3 = Self.maxRelError(ref, Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
+                        if !(e1 <= tol && e2 <= tol && e3 <= tol) {
+                            failures += 1
+                            if failures <= 20 {
+                                Issue.record("\(isaName) \(cfg) \(rows)x\(cols) perm \(variant & 1) outliers \(variant >> 1): vs ref \(e1), vs dequant·x \(e2), ref vs dequant·x \(e3) (tol \(tol))")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(failures == 0)
+    }
+
+    @Test func symmetricAndOddGroupSizesWork() {
+        defer { Self.restoreDefaults() }
+        var rng = Rng(77)
+        for isa in Self.supportedISAs {
+            for bits in [2, 3, 4, 8] {
+                // Symmetric: zero = 2^(bits-1); a group size that is not a multiple of 16 (portable path).
+                for (g, sym) in [(64, true), (48, false), (16, false)] as [(Int, Bool)] {
+                    for (rows, cols) in [(5, 100), (9, 576), (4, 40)] {
+                        let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: bits, groupSize: g, rows: rows, cols: cols,
+                                            perm: true, outliers: true, symmetric: sym)
+                        let x = rng.floats(cols)
+                        let w = p.expectedWeights()
+                        let e = Self.maxRelError(p.gemv(isa, x), Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
+                        #expect(e <= Self.tolerance(cols: cols), "\(Self.name(isa)) affine\(bits) g\(g) sym \(sym) \(rows)x\(cols): \(e)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func gemvIsBitIdenticalAcrossThreadCountsAndUsesTheActivePath() {
+        defer { Self.restoreDefaults() }
+        var rng = Rng(9)
+        let shapes = [(1000, 576), (4099, 64), (257, 1000), (1536, 130)]
+        for isa in Self.supportedISAs {
+            for cfg in Self.configs where cfg.groupSize != 32 {
+                let (rows, cols) = shapes[rng.below(shapes.count)]
+                let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows, cols: cols,
+                                    perm: true, outliers: true)
+                let x = rng.floats(cols)
+                qlm_set_threads(1)
+                let one = p.gemv(isa, x)
+                #expect(!one.contains { $0.isNaN })
+                for threads in [2, 3] {
+                    qlm_set_threads(Int32(threads))
+                    let many = p.gemv(isa, x)
+                    #expect(many.map(\.bitPattern) == one.map(\.bitPattern), "\(Self.name(isa)) \(cfg) \(rows)x\(cols) at \(threads) threads")
+                }
+                #expect(qlm_isa_force(isa) == 0)
+                #expect(p.gemv(nil, x).map(\.bitPattern) == one.map(\.bitPattern), "\(Self.name(isa)) \(cfg): active path")
+                let w = p.expectedWeights()
+                #expect(Self.maxRelError(one, p.gemvRef(x), w: w, x: x, rows: rows, cols: cols) <= Self.tolerance(cols: cols))
+            }
+        }
+    }
+
+    @Test func unsupportedPathFallsBackAndFormatTableIsComplete() {
+        var rng = Rng(21)
+        let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 64, rows: 9, cols: 130, perm: true, outliers: true)
+        let x = rng.floats(130)
+        let w = p.expectedWeights()
+        for isa in Self.allISAs where qlm_isa_supported(isa) == 0 {
+            let y = p.gemv(isa, x)
+            #expect(Self.maxRelError(y, p.gemvRef(x), w: w, x: x, rows: 9, cols: 130) <= Self.tolerance(cols: 130))
+        }
+        for (f, n) in [(QLM_FMT_AFFINE, "affine"), (QLM_FMT_LUT, "lut"), (QLM_FMT_F16, "f16")] {
+            let ops = qlm_format_table(f)
+            #expect(ops != nil)
+            guard let ops else { continue }
+            #expect(ops.pointee.format == f)
+            #expect(String(cString: ops.pointee.name) == n)
+            #expect(ops.pointee.gemv != nil && ops.pointee.dequant_rows != nil)
+            #expect((ops.pointee.pack != nil) == (f != QLM_FMT_F16))
+        }
+        #expect(qlm_format_table(qlm_format(rawValue: 7)) == nil)
+        // Through the table: same as the public entry points.
+        let ops = qlm_format_table(QLM_FMT_AFFINE)!.pointee
+        var y = [Float](repeating: .nan, count: 9)
+        var scratch = [Float](repeating: 0, count: 192)
+        withUnsafePointer(to: p.m) { ops.gemv!(qlm_isa_active(), $0, x, &y, &scratch) }
+        #expect(y.map(\.bitPattern) == p.gemv(qlm_isa_active(), x).map(\.bitPattern))
+    }
+
+    // MARK: - Prefill GEMM
+
+    @Test func qgemmMatchesReference() {
+        var rng = Rng(31)
+        // Small shapes (one tile) and one with several row tiles (tiles hold <= 2^20 floats).
+        var cases: [(Config, Int, Int)] = []
+        for cfg in Self.configs { cases.append((cfg, 33, 130)) }
+        cases.append((Config(format: QLM_FMT_AFFINE, bits: 4, groupSize: 128), 2000, 576))
+        cases.append((Config(format: QLM_FMT_LUT, bits: 3, groupSize: nil), 37, 100))
+        for (cfg, rows, cols) in cases {
+            let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows, cols: cols,
+                                perm: true, outliers: true)
+            let w = p.expectedWeights()
+            let tileFloats = withUnsafePointer(to: p.m) { qlm_qgemm_tile_floats($0) }
+            #expect(tileFloats >= cols && tileFloats <= max(1 << 20, cols))
+            for T in [1, 5, 17] {
+                let X = rng.floats(T * cols)
+                for beta: Float in [0, 1] {
+                    let Y0 = rng.floats(T * rows)
+                    var Y = Y0
+                    var tile = [Float](repeating: .nan, count: tileFloats)
+                    withUnsafePointer(to: p.m) { qlm_qgemm($0, X, &Y, Int32(T), beta, &tile) }
+                    var worst = 0.0
+                    for t in 0..<T {
+                        for r in 0..<rows {
+                            var s = 0.0, mag = 0.0
+                            for j in 0..<cols {
+                                let v = Double(w[r * cols + j]) * Double(X[t * cols + j])
+                                s += v; mag += abs(v)
+                            }
+                            let expected = s + Double(beta) * Double(Y0[t * rows + r])
+                            let d = abs(Double(Y[t * rows + r]) - expected) / max(mag + abs(Double(beta * Y0[t * rows + r])), 1e-30)
+                            worst = d.isNaN ? .infinity : max(worst, d)
+                        }
+                    }
+                    #expect(worst <= Self.tolerance(cols: cols), "\(cfg) \(rows)x\(cols) T=\(T) beta=\(beta): \(worst)")
+                }
+            }
+        }
+    }
+}
