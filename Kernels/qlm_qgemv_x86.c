@@ -431,94 +431,121 @@ Q256 QINL void f16x8_to_f32(const uint16_t *src, int n, float *out) {
     _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp)));
 }
 
-// NR rows starting at r; tables: t0 = entries 0..7, t1 = entries 8..15 (4-bit only).
+// Per-block state of the AVX2 kernel; tables: t0 = entries 0..7, t1 = entries 8..15 (4-bit).
+typedef struct {
+    __m256 acc0[4], acc1[4];
+    __m256 t0[4], t1[4];
+    __m256 sv[4], zv[4];  // 8-bit
+} q256_state;
+typedef struct {
+    float sc[4][8], zc[4][8];
+} q256_cache;
+
+Q256 QINL void q256_group(q256_state *st, q256_cache *ca, const qlm_qmatrix *m, int row, int i, int g, int ng,
+                          const int BITS) {
+    if ((g & 7) == 0) {
+        const int n = ng - g < 8 ? ng - g : 8;
+        const size_t off = (size_t)row * (size_t)ng + (size_t)g;
+        f16x8_to_f32(m->scales + off, n, ca->sc[i]);
+        f16x8_to_f32(m->zeros + off, n, ca->zc[i]);
+    }
+    const __m256 s1 = _mm256_broadcast_ss(&ca->sc[i][g & 7]), z1 = _mm256_broadcast_ss(&ca->zc[i][g & 7]);
+    if (BITS == 8) {
+        st->sv[i] = s1;
+        st->zv[i] = z1;
+    } else {
+        const float *io = iota_for(BITS);
+        st->t0[i] = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(io), z1), s1);
+        if (BITS == 4) st->t1[i] = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(io + 8), z1), s1);
+    }
+}
+
+Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c, int r, int b, const int NR,
+                               const int BITS, const int GCK) {
+    const qlm_qmatrix *m = c->m;
+    const size_t rb = c->rb;
+    const int SBB = BITS * 8;
+    const uint8_t *cp = m->codes + (size_t)r * rb + (size_t)b * (size_t)SBB;
+    const float *xb = c->xs + (size_t)b * 64;
+    for (int i = 0; i < NR; i++) {
+        __m256i idx[8];
+        decode256(cp + (size_t)i * rb, BITS, idx);
+        for (int q = 0; q < 8; q++) {
+            // chunk q (8 weights) lies in 16-column chunk b*4 + q/2 (groups are multiples of 16)
+            if (GCK > 0 && (q & 1) == 0) {
+                const int ch = b * 4 + q / 2;
+                if (ch % GCK == 0 && ch / GCK < c->n_groups) q256_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
+            }
+            __m256 w;
+            if (BITS == 8) {
+                w = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(idx[q]), st->zv[i]), st->sv[i]);
+            } else if (BITS == 4) {
+                const __m256 lo = _mm256_permutevar8x32_ps(st->t0[i], idx[q]);
+                const __m256 hi = _mm256_permutevar8x32_ps(st->t1[i], idx[q]);
+                w = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx[q], 28)));
+            } else {
+                w = _mm256_permutevar8x32_ps(st->t0[i], idx[q]);
+            }
+            const __m256 xv = _mm256_loadu_ps(xb + 8 * q);
+            if (q & 1) st->acc1[i] = _mm256_fmadd_ps(w, xv, st->acc1[i]);
+            else st->acc0[i] = _mm256_fmadd_ps(w, xv, st->acc0[i]);
+        }
+    }
+}
+
+Q256 QINL void q256_prefetch(const qlm_qctx *c, int r, int b, const int NR, const int BITS) {
+    if (NR != 4) return;
+    const int SBB = BITS * 8;
+    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + pf_distance((size_t)NR * c->rb) +
+                    (size_t)b * (size_t)(NR * SBB);
+    for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+}
+
 Q256 QINL void qrows256_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS,
                               const int KIND, const int GC) {
     const qlm_qmatrix *m = c->m;
-    const size_t rb = c->rb;
     const int nsb = c->nsb, ng = c->n_groups;
-    const int SBB = BITS * 8;
-    const uint8_t *cp = m->codes + (size_t)r * rb;
-    const float *xs = c->xs;
-    __m256 acc0[4], acc1[4], t0[4], t1[4], sv[4], zv[4];
-    float sc[4][8], zc[4][8];
-    const float *io = iota_for(BITS);
-    const __m256 iota0 = _mm256_loadu_ps(io), iota1 = _mm256_loadu_ps(io + 8);
-    for (int i = 0; i < NR; i++) {
-        acc0[i] = acc1[i] = _mm256_setzero_ps();
-        t0[i] = t1[i] = sv[i] = zv[i] = _mm256_setzero_ps();
-    }
+    q256_state st;
+    q256_cache ca;
+    for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm256_setzero_ps();
     if (KIND == KIND_LUT) {
         for (int i = 0; i < NR; i++) {
             const uint16_t *l = m->lut + (size_t)(r + i) * ((size_t)1 << BITS);
             if (BITS == 2) {
                 uint64_t v;
                 memcpy(&v, l, 8);
-                t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
+                st.t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
             } else {
-                t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
-                if (BITS == 4) t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
-            }
-        }
-    } else if (GC == 0) {
-        for (int i = 0; i < NR; i++) {
-            sv[i] = _mm256_set1_ps(_cvtsh_ss(m->scales[(size_t)(r + i) * (size_t)ng]));
-            zv[i] = _mm256_set1_ps(_cvtsh_ss(m->zeros[(size_t)(r + i) * (size_t)ng]));
-            t0[i] = _mm256_mul_ps(_mm256_sub_ps(iota0, zv[i]), sv[i]);
-            t1[i] = _mm256_mul_ps(_mm256_sub_ps(iota1, zv[i]), sv[i]);
-        }
-    }
-    const int pf_on = NR == 4;
-    const char *pf = (const char *)cp + pf_distance((size_t)NR * rb);
-    for (int b = 0; b < nsb; b++) {
-        if (pf_on) {
-            const char *p = pf + (size_t)b * (size_t)(NR * SBB);
-            for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
-        }
-        const float *xb = xs + (size_t)b * 64;
-        for (int i = 0; i < NR; i++) {
-            __m256i idx[8];
-            decode256(cp + (size_t)i * rb + (size_t)b * (size_t)SBB, BITS, idx);
-            for (int q = 0; q < 8; q++) {
-                // chunk q of 8 lies in 16-column chunk ch16 (group boundaries are multiples of 16)
-                if (KIND == KIND_AFFINE && GC > 0 && (q & 1) == 0) {
-                    const int ch = b * 4 + q / 2;
-                    if (ch % GC == 0) {
-                        const int g = ch / GC;
-                        if (g < ng) {
-                            if ((g & 7) == 0) {
-                                const int n = ng - g < 8 ? ng - g : 8;
-                                const size_t off = (size_t)(r + i) * (size_t)ng + (size_t)g;
-                                f16x8_to_f32(m->scales + off, n, sc[i]);
-                                f16x8_to_f32(m->zeros + off, n, zc[i]);
-                            }
-                            sv[i] = _mm256_broadcast_ss(&sc[i][g & 7]);
-                            zv[i] = _mm256_broadcast_ss(&zc[i][g & 7]);
-                            if (BITS != 8) {
-                                t0[i] = _mm256_mul_ps(_mm256_sub_ps(iota0, zv[i]), sv[i]);
-                                if (BITS == 4) t1[i] = _mm256_mul_ps(_mm256_sub_ps(iota1, zv[i]), sv[i]);
-                            }
-                        }
-                    }
-                }
-                // weights of this chunk: which 8 columns does idx[q] hold?
-                __m256 w;
-                if (BITS == 8) {
-                    w = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(idx[q]), zv[i]), sv[i]);
-                } else if (BITS == 4) {
-                    const __m256 lo = _mm256_permutevar8x32_ps(t0[i], idx[q]);
-                    const __m256 hi = _mm256_permutevar8x32_ps(t1[i], idx[q]);
-                    w = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx[q], 28)));
-                } else {
-                    w = _mm256_permutevar8x32_ps(t0[i], idx[q]);
-                }
-                const __m256 xv = _mm256_loadu_ps(xb + 8 * q);
-                if (q & 1) acc1[i] = _mm256_fmadd_ps(w, xv, acc1[i]);
-                else acc0[i] = _mm256_fmadd_ps(w, xv, acc0[i]);
+                st.t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
+                if (BITS == 4) st.t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
             }
         }
     }
-    for (int i = 0; i < NR; i++) y[r + i] = hsum256(_mm256_add_ps(acc0[i], acc1[i]));
+    if (KIND == KIND_LUT || GC == 0) {
+        if (KIND == KIND_AFFINE)
+            for (int i = 0; i < NR; i++) q256_group(&st, &ca, m, r + i, i, 0, ng, BITS);
+        for (int b = 0; b < nsb; b++) {
+            q256_prefetch(c, r, b, NR, BITS);
+            q256_superblock(&st, &ca, c, r, b, NR, BITS, 0);
+        }
+    } else if (GC % 4 == 0) {  // groups of whole superblocks
+        const int spg = GC / 4;
+        for (int g = 0, b0 = 0; b0 < nsb; g++, b0 += spg) {
+            if (g < ng)
+                for (int i = 0; i < NR; i++) q256_group(&st, &ca, m, r + i, i, g, ng, BITS);
+            const int b1 = b0 + spg < nsb ? b0 + spg : nsb;
+            for (int b = b0; b < b1; b++) {
+                q256_prefetch(c, r, b, NR, BITS);
+                q256_superblock(&st, &ca, c, r, b, NR, BITS, 0);
+            }
+        }
+    } else {
+        for (int b = 0; b < nsb; b++) {
+            q256_prefetch(c, r, b, NR, BITS);
+            q256_superblock(&st, &ca, c, r, b, NR, BITS, GC);
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum256(_mm256_add_ps(st.acc0[i], st.acc1[i]));
 }
 
 Q256 QINL void qrows256(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int KIND, const int GC) {

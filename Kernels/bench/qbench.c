@@ -363,9 +363,65 @@ static void run_bench(int quick) {
     }
 }
 
+// Decode ceiling: single thread, L2-resident 512x1024 matrix, timed in thread CPU time (so time
+// the VM spends running other processes does not count): the rate at which one core can consume
+// packed weights, independent of DRAM. Compare with the read roofline per core.
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void run_ceiling(void) {
+    const qb_fmt fmts[] = {
+        {"affine2 g128", QLM_FMT_AFFINE, 2, 128}, {"affine2 g64", QLM_FMT_AFFINE, 2, 64},
+        {"affine3 g128", QLM_FMT_AFFINE, 3, 128}, {"affine3 g64", QLM_FMT_AFFINE, 3, 64},
+        {"affine4 g128", QLM_FMT_AFFINE, 4, 128}, {"affine4 g64", QLM_FMT_AFFINE, 4, 64},
+        {"affine4 g32", QLM_FMT_AFFINE, 4, 32}, {"affine4 row", QLM_FMT_AFFINE, 4, 0},
+        {"affine8 g128", QLM_FMT_AFFINE, 8, 128}, {"affine8 g64", QLM_FMT_AFFINE, 8, 64},
+        {"lut2", QLM_FMT_LUT, 2, 0}, {"lut3", QLM_FMT_LUT, 3, 0}, {"lut4", QLM_FMT_LUT, 4, 0},
+        {"f16", QLM_FMT_F16, 16, 0},
+    };
+    const int rows = 512, cols = 1024;
+    static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
+    qlm_set_threads(1);
+    float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = malloc(sizeof(float) * (cols + 64));
+    for (int j = 0; j < cols; j++) x[j] = frand();
+    printf("# decode ceiling: 1 thread, %dx%d (L2-resident), thread CPU time; Gw/s = 1e9 weights/s\n", rows, cols);
+    printf("%-13s", "format");
+    for (size_t i = 0; i < 4; i++)
+        if (qlm_isa_supported(isas[i])) printf(" | %6s Gw/s   GB/s", qlm_isa_name(isas[i]));
+    printf("\n");
+    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+        qb_mat q;
+        qb_make(&q, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
+        printf("%-13s", fmts[f].name);
+        for (size_t i = 0; i < 4; i++) {
+            if (!qlm_isa_supported(isas[i])) continue;
+            const int reps = isas[i] == QLM_ISA_SCALAR ? 3 : 100;
+            for (int k = 0; k < 5; k++) qlm_qgemv_isa(isas[i], &q.m, x, y, scratch);
+            double best = 1e30;
+            for (int b = 0; b < 7; b++) {
+                const double t0 = thread_cpu();
+                for (int k = 0; k < reps; k++) qlm_qgemv_isa(isas[i], &q.m, x, y, scratch);
+                const double dt = (thread_cpu() - t0) / reps;
+                if (dt < best) best = dt;
+            }
+            printf(" | %11.1f %6.1f", (double)rows * cols / best / 1e9, (double)qlm_storage_bytes(&q.m) / best / 1e9);
+        }
+        printf("\n");
+        qb_free(&q);
+    }
+    free(x); free(y); free(scratch);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "bench";
     if (strcmp(mode, "check") == 0) return run_check();
+    if (strcmp(mode, "ceiling") == 0) {
+        run_ceiling();
+        return 0;
+    }
     run_bench(argc > 2 && strcmp(argv[2], "quick") == 0);
     return 0;
 }

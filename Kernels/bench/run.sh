@@ -2,6 +2,7 @@
 # Builds the packed-GEMV benchmark against Kernels/*.c and runs it.
 #   Kernels/bench/run.sh            full table (all formats, 5 shapes, 1 and 2 threads)
 #   Kernels/bench/run.sh quick      8192x8192 only
+#   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA
 #   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference
 #   Kernels/bench/run.sh neon-check the same sweep for AArch64 (scalar + NEON), cross-compiled and
 #                                   run under qemu-aarch64 (needs libc6-dev-arm64-cross,
@@ -41,6 +42,7 @@ fi
 mode="${1:-bench}"
 case "$mode" in
     check) exec "$out" check ;;
+    ceiling) exec "$out" ceiling ;;
     quick) exec "$out" bench quick ;;
     *) exec "$out" bench ;;
 esac

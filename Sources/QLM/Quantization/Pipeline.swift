@@ -16,6 +16,8 @@ public struct QuantizeJob: Sendable {
     public var calibration = CalibrationOptions()
     public var trueSequential = false
     public var resume = false
+    /// Tests: stop (as if killed) once this many blocks are checkpointed.
+    var stopAfterBlocks: Int? = nil
 
     public init(modelPath: String, outDir: String, method: QuantMethod, spec: QuantSpec, head: QuantSpec) {
         self.modelPath = modelPath; self.outDir = outDir; self.method = method; self.spec = spec; self.head = head
@@ -235,6 +237,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         results += blockResults
         tensors += blockTensors
         try state.save(blocks: b + 1, x: buf.x.ptr, count: M * d, blockMatrices: blockResults, tensors: tensors)
+        if let stop = job.stopAfterBlocks, b + 1 >= stop { throw QLMError.invalidArgument("stopped after block \(b + 1) (test hook)") }
         log?(String(format: "block %d/%d: forward %.1f s, hessian %.1f s, solver %.1f s, elapsed %.1f s",
                     b + 1, c.numLayers, tForward, tHessian, tSolver, Date().timeIntervalSince(t0)))
     }

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+@testable import QLM
+
+/// The calibrated pipeline on the real model, with a small calibration set so CI stays fast.
+@Suite("Quantization pipeline on SmolLM2", .serialized)
+struct PipelineTests {
+    func job(_ method: QuantMethod, _ out: String, spec: QuantSpec = QuantSpec(bits: 4, groupSize: 128)) -> QuantizeJob {
+        var j = QuantizeJob(modelPath: TestPaths.smolGGUF, outDir: out, method: method, spec: spec,
+                            head: QuantSpec(format: .affine, bits: 8, groupSize: 128))
+        j.calibration.nsamples = 4; j.calibration.seqlen = 64; j.trueSequential = true
+        return j
+    }
+
+    @Test("GPTQ runs end to end; a killed run resumed from its checkpoint gives byte-identical weights")
+    func gptqAndResume() throws {
+        let dir = TestPaths.tempDir("pipe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let full = try quantizeModel(job(.gptq, dir + "/full"))
+        #expect(full.method == "gptq" && full.tensors.count == 30 * 7 + 1)
+        #expect(full.calibration?.contains("4 windows × 64 tokens") == true)
+        #expect((full.timing?["floor"] ?? 0) > 0 && (full.timing?["solver"] ?? 0) > 0)
+        #expect(full.tensors.filter { $0.name.hasPrefix("model.layers.") }.allSatisfy { ($0.loss ?? -1) >= 0 })
+
+        var killed = job(.gptq, dir + "/resumed")
+        killed.stopAfterBlocks = 3
+        #expect(throws: QLMError.self) { try quantizeModel(killed) }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/resumed"))            // nothing that loads
+        #expect(FileManager.default.fileExists(atPath: dir + "/resumed.partial/state.json"))
+        var resumed = job(.gptq, dir + "/resumed")
+        resumed.resume = true
+        var logs: [String] = []
+        _ = try quantizeModel(resumed, log: { logs.append($0) })
+        #expect(logs.contains { $0.contains("resuming after block 3/30") })
+        let a = FileManager.default.contents(atPath: dir + "/full/model.qlmw")
+        let b = FileManager.default.contents(atPath: dir + "/resumed/model.qlmw")
+        #expect(a != nil && a == b)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/resumed.partial"))
+
+        let m = try LoadedModel.load(dir + "/full")
+        let r = try evaluatePerplexity(model: m.model, tokens: ModelTests.wikiTokens, seqlen: 512, maxWindows: 1, protocol: .gptq, dataset: "w")
+        #expect(r.ppl.isFinite && r.nll[0] < 3.090241 + 0.7, "GPTQ w4g128 window 0 NLL \(r.nll[0])")
+    }
+
+    @Test("Bad combinations and evaluation-set calibration are rejected before any work")
+    func rejects() throws {
+        var j = job(.gptq, "/tmp/x", spec: QuantSpec(format: .lut, bits: 4, groupSize: nil))
+        #expect(throws: QLMError.self) { try j.validate() }
+        j = job(.leanquant, "/tmp/x", spec: QuantSpec(bits: 3, groupSize: 128, outlierFraction: 0.01))
+        #expect(throws: QLMError.self) { try j.validate() }
+        j = job(.quantease, "/tmp/x"); j.solver.structuredOutliers = true
+        #expect(throws: QLMError.self) { try j.validate() }
+        j = job(.gptq, "/tmp/x", spec: QuantSpec(format: .lut, bits: 8, groupSize: nil))
+        #expect(throws: QLMError.self) { try j.validate() }
+        var c = CalibrationOptions(); c.source = TestPaths.wikiTestRaw
+        let tok = try loadTokenizerJSON(path: TestPaths.smolTokenizerJSON)
+        #expect(throws: QLMError.self) { try loadCalibration(c, tokenizer: tok) }
+        c.source = "c4"; c.nsamples = 3; c.seqlen = 100
+        let set = try loadCalibration(c, tokenizer: tok)
+        #expect(set.windows.count == 3 && set.windows.allSatisfy { $0.count == 100 })
+        #expect(try loadCalibration(c, tokenizer: tok).windows == set.windows)   // seeded
+    }
+}
