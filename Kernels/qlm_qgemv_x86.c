@@ -172,6 +172,30 @@ Q512 QINL void q512_group(q512_state *st, q512_cache *ca, const qlm_qmatrix *m, 
     }
 }
 
+// Chunk k's 16 weights of row i from its decoded indices (exactly the weights of the scalar
+// dequantisation: tables hold s·(v − z) / the f16 codebook; 8-bit computes (q − z)·s per lane).
+Q512 QINL __m512 q512_weight(const q512_state *st, __m512i idx, __mmask16 hm, const int k, const int i,
+                             const int BITS, const int PAIR) {
+    if (BITS == 8) return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(idx), st->zv[i]), st->sv[i]);
+    if (BITS == 3 && PAIR && (k & 1))
+        return _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx, st->tb1[i]), hm, idx, st->th1[i]);
+    if (BITS == 3) return _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx, st->tb[i]), hm, idx, st->th[i]);
+    if (PAIR && (k & 1)) return _mm512_permutexvar_ps(idx, st->tb1[i]);
+    return _mm512_permutexvar_ps(idx, st->tb[i]);
+}
+
+// Row `row`'s codebook tables into slot i (LUT kind).
+Q512 QINL void q512_lut_tables(q512_state *st, const qlm_qmatrix *m, int row, int i, const int BITS, const int PAIR) {
+    const uint16_t *l = m->lut + (size_t)row * ((size_t)1 << BITS);
+    st->tb[i] = lut_table512(l, BITS);
+    if (BITS == 3) st->th[i] = lut_table512(l + 4, BITS);
+    if (PAIR) {
+        const __m512i d4 = _mm512_loadu_si512(qlm_div4);
+        st->tb1[i] = _mm512_permutexvar_ps(d4, st->tb[i]);
+        if (BITS == 3) st->th1[i] = _mm512_permutexvar_ps(d4, st->th[i]);
+    }
+}
+
 // Superblock b of NR rows. GCK > 0: chunk-level affine groups (group size 16 or 32, or a
 // multiple of 16 that is not a multiple of 64): the table is rebuilt at group starts inside.
 Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c, int r, int b, const int NR,
@@ -192,14 +216,7 @@ Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c
                 const int ch = b * 4 + k;
                 if (ch % GCK == 0 && ch / GCK < c->n_groups) q512_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
             }
-            __m512 w;
-            if (BITS == 8) w = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(idx[k]), st->zv[i]), st->sv[i]);
-            else if (BITS == 3 && PAIR && (k & 1))
-                w = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx[k], st->tb1[i]), hm[k], idx[k], st->th1[i]);
-            else if (BITS == 3)
-                w = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx[k], st->tb[i]), hm[k], idx[k], st->th[i]);
-            else if (PAIR && (k & 1)) w = _mm512_permutexvar_ps(idx[k], st->tb1[i]);
-            else w = _mm512_permutexvar_ps(idx[k], st->tb[i]);
+            const __m512 w = q512_weight(st, idx[k], hm[k], k, i, BITS, PAIR);
             if (k & 1) st->acc1[i] = _mm512_fmadd_ps(w, xv[k], st->acc1[i]);
             else st->acc0[i] = _mm512_fmadd_ps(w, xv[k], st->acc0[i]);
         }
@@ -224,16 +241,7 @@ Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const in
     q512_cache ca;
     for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm512_setzero_ps();
     if (KIND == KIND_LUT) {
-        for (int i = 0; i < NR; i++) {
-            const uint16_t *l = m->lut + (size_t)(r + i) * ((size_t)1 << BITS);
-            st.tb[i] = lut_table512(l, BITS);
-            if (BITS == 3) st.th[i] = lut_table512(l + 4, BITS);
-            if (PAIR) {
-                const __m512i d4 = _mm512_loadu_si512(qlm_div4);
-                st.tb1[i] = _mm512_permutexvar_ps(d4, st.tb[i]);
-                if (BITS == 3) st.th1[i] = _mm512_permutexvar_ps(d4, st.th[i]);
-            }
-        }
+        for (int i = 0; i < NR; i++) q512_lut_tables(&st, m, r + i, i, BITS, PAIR);
     }
     if (KIND == KIND_LUT || GC == 0) {
         if (KIND == KIND_AFFINE)
@@ -382,6 +390,110 @@ qlm_qrows_fn qlm_qrows_pick_avx512(const qlm_qmatrix *m) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 prefill dequantisation: one stored row into out[cols] (STORED column order), the same
+// decode and tables as the GEMV kernel, stored instead of accumulated. GC as for qrows512.
+// ---------------------------------------------------------------------------------------------
+Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS, const int KIND, const int GC) {
+    const int cols = m->cols, SBB = BITS * 8;
+    const size_t rb = qlm_row_bytes(BITS, cols);
+    const int nsb = (int)(rb / (size_t)SBB);
+    const int ng = KIND == KIND_AFFINE ? qlm_n_groups(m) : 1;
+    const int PAIR = BITS == 2 || (BITS == 3 && KIND == KIND_LUT);
+    const uint8_t *cp = m->codes + (size_t)r * rb;
+    q512_state st;
+    q512_cache ca;
+    if (KIND == KIND_LUT) q512_lut_tables(&st, m, r, 0, BITS, PAIR);
+    else q512_group(&st, &ca, m, r, 0, 0, ng, BITS);
+    for (int b = 0; b < nsb; b++) {
+        __m512i idx[4];
+        __mmask16 hm[4];
+        decode512(cp + (size_t)b * (size_t)SBB, BITS, PAIR, idx, hm);
+        float *dst = out + (size_t)b * 64;
+        const int rem = cols - b * 64;  // > 0
+        for (int k = 0; k < 4; k++) {
+            if (KIND == KIND_AFFINE && GC > 0) {
+                const int ch = b * 4 + k;
+                if (ch > 0 && ch % GC == 0 && ch / GC < ng) q512_group(&st, &ca, m, r, 0, ch / GC, ng, BITS);
+            }
+            const __m512 w = q512_weight(&st, idx[k], hm[k], k, 0, BITS, PAIR);
+            const int n = rem - 16 * k;
+            if (n >= 16) _mm512_storeu_ps(dst + 16 * k, w);
+            else if (n > 0) _mm512_mask_storeu_ps(dst + 16 * k, (__mmask16)((1u << n) - 1u), w);
+        }
+    }
+}
+
+Q512 static void dq512_f16(const qlm_qmatrix *m, int r, float *out) {
+    const int cols = m->cols;
+    const uint16_t *h = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+    int j = 0;
+    for (; j + 32 <= cols; j += 32) {
+        _mm512_storeu_ps(out + j, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + j))));
+        _mm512_storeu_ps(out + j + 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + j + 16))));
+    }
+    for (; j < cols; j += 16) {
+        const int n = cols - j;
+        const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+        _mm512_mask_storeu_ps(out + j, mk, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, h + j)));
+    }
+}
+
+#define QLM_DQ512(name, BITS, KIND, GC) \
+    Q512 static void name(const qlm_qmatrix *m, int r, float *out) { dq512_row(m, r, out, BITS, KIND, GC); }
+#define QLM_DQ512_AFFINE(B)                         \
+    QLM_DQ512(dq512_b##B##_row, B, KIND_AFFINE, 0)  \
+    QLM_DQ512(dq512_b##B##_g32, B, KIND_AFFINE, 2)  \
+    QLM_DQ512(dq512_b##B##_g64, B, KIND_AFFINE, 4)  \
+    QLM_DQ512(dq512_b##B##_g128, B, KIND_AFFINE, 8) \
+    Q512 static void dq512_b##B##_gany(const qlm_qmatrix *m, int r, float *out) { \
+        dq512_row(m, r, out, B, KIND_AFFINE, m->group_size / 16);                 \
+    }
+QLM_DQ512_AFFINE(2)
+QLM_DQ512_AFFINE(3)
+QLM_DQ512_AFFINE(4)
+QLM_DQ512_AFFINE(8)
+QLM_DQ512(dq512_l2, 2, KIND_LUT, 0)
+QLM_DQ512(dq512_l3, 3, KIND_LUT, 0)
+QLM_DQ512(dq512_l4, 4, KIND_LUT, 0)
+
+static qlm_dqrow_fn pick_dq(int gchunks, qlm_dqrow_fn row, qlm_dqrow_fn g32, qlm_dqrow_fn g64, qlm_dqrow_fn g128,
+                            qlm_dqrow_fn gany) {
+    switch (gchunks) {
+    case 0: return row;
+    case 2: return g32;
+    case 4: return g64;
+    case 8: return g128;
+    default: return gany;
+    }
+}
+
+qlm_dqrow_fn qlm_dqrow_pick_avx512(const qlm_qmatrix *m) {
+    switch (m->format) {
+    case QLM_FMT_F16: return m->bits == 16 ? dq512_f16 : NULL;
+    case QLM_FMT_LUT:
+        switch (m->bits) {
+        case 2: return dq512_l2;
+        case 3: return dq512_l3;
+        case 4: return dq512_l4;
+        default: return NULL;
+        }
+    case QLM_FMT_AFFINE: {
+        const int gc = affine_gchunks(m);
+        if (gc < 0) return NULL;
+        switch (m->bits) {
+        case 2: return pick_dq(gc, dq512_b2_row, dq512_b2_g32, dq512_b2_g64, dq512_b2_g128, dq512_b2_gany);
+        case 3: return pick_dq(gc, dq512_b3_row, dq512_b3_g32, dq512_b3_g64, dq512_b3_g128, dq512_b3_gany);
+        case 4: return pick_dq(gc, dq512_b4_row, dq512_b4_g32, dq512_b4_g64, dq512_b4_g128, dq512_b4_gany);
+        case 8: return pick_dq(gc, dq512_b8_row, dq512_b8_g32, dq512_b8_g64, dq512_b8_g128, dq512_b8_gany);
+        default: return NULL;
+        }
+    }
+    default: return NULL;
+    }
+}
+
 // =============================================================================================
 // AVX2 + FMA + F16C (8 lanes: a superblock is 8 chunks of 8 weights)
 // =============================================================================================
@@ -460,6 +572,30 @@ Q256 QINL void q256_group(q256_state *st, q256_cache *ca, const qlm_qmatrix *m, 
     }
 }
 
+// 8 weights of row i from decoded indices (the exact weights of the scalar dequantisation).
+Q256 QINL __m256 q256_weight(const q256_state *st, __m256i idx, const int i, const int BITS) {
+    if (BITS == 8) return _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(idx), st->zv[i]), st->sv[i]);
+    if (BITS == 4) {
+        const __m256 lo = _mm256_permutevar8x32_ps(st->t0[i], idx);
+        const __m256 hi = _mm256_permutevar8x32_ps(st->t1[i], idx);
+        return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    }
+    return _mm256_permutevar8x32_ps(st->t0[i], idx);
+}
+
+// Row `row`'s codebook tables into slot i (LUT kind).
+Q256 QINL void q256_lut_tables(q256_state *st, const qlm_qmatrix *m, int row, int i, const int BITS) {
+    const uint16_t *l = m->lut + (size_t)row * ((size_t)1 << BITS);
+    if (BITS == 2) {
+        uint64_t v;
+        memcpy(&v, l, 8);
+        st->t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
+    } else {
+        st->t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
+        if (BITS == 4) st->t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
+    }
+}
+
 Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c, int r, int b, const int NR,
                                const int BITS, const int GCK) {
     const qlm_qmatrix *m = c->m;
@@ -476,16 +612,7 @@ Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c
                 const int ch = b * 4 + q / 2;
                 if (ch % GCK == 0 && ch / GCK < c->n_groups) q256_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
             }
-            __m256 w;
-            if (BITS == 8) {
-                w = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(idx[q]), st->zv[i]), st->sv[i]);
-            } else if (BITS == 4) {
-                const __m256 lo = _mm256_permutevar8x32_ps(st->t0[i], idx[q]);
-                const __m256 hi = _mm256_permutevar8x32_ps(st->t1[i], idx[q]);
-                w = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx[q], 28)));
-            } else {
-                w = _mm256_permutevar8x32_ps(st->t0[i], idx[q]);
-            }
+            const __m256 w = q256_weight(st, idx[q], i, BITS);
             const __m256 xv = _mm256_loadu_ps(xb + 8 * q);
             if (q & 1) st->acc1[i] = _mm256_fmadd_ps(w, xv, st->acc1[i]);
             else st->acc0[i] = _mm256_fmadd_ps(w, xv, st->acc0[i]);
@@ -509,17 +636,7 @@ Q256 QINL void qrows256_block(const qlm_qctx *c, float *y, const int r, const in
     q256_cache ca;
     for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm256_setzero_ps();
     if (KIND == KIND_LUT) {
-        for (int i = 0; i < NR; i++) {
-            const uint16_t *l = m->lut + (size_t)(r + i) * ((size_t)1 << BITS);
-            if (BITS == 2) {
-                uint64_t v;
-                memcpy(&v, l, 8);
-                st.t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
-            } else {
-                st.t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
-                if (BITS == 4) st.t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
-            }
-        }
+        for (int i = 0; i < NR; i++) q256_lut_tables(&st, m, r + i, i, BITS);
     }
     if (KIND == KIND_LUT || GC == 0) {
         if (KIND == KIND_AFFINE)
@@ -644,6 +761,97 @@ qlm_qrows_fn qlm_qrows_pick_avx2(const qlm_qmatrix *m) {
         case 3: return pick_affine(gc, a256_b3_row, a256_b3_g32, a256_b3_g64, a256_b3_g128, a256_b3_gany);
         case 4: return pick_affine(gc, a256_b4_row, a256_b4_g32, a256_b4_g64, a256_b4_g128, a256_b4_gany);
         case 8: return pick_affine(gc, a256_b8_row, a256_b8_g32, a256_b8_g64, a256_b8_g128, a256_b8_gany);
+        default: return NULL;
+        }
+    }
+    default: return NULL;
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 prefill dequantisation (see dq512_row): 8 chunks of 8 weights per superblock.
+// ---------------------------------------------------------------------------------------------
+Q256 QINL void dq256_row(const qlm_qmatrix *m, int r, float *out, const int BITS, const int KIND, const int GC) {
+    const int cols = m->cols, SBB = BITS * 8;
+    const size_t rb = qlm_row_bytes(BITS, cols);
+    const int nsb = (int)(rb / (size_t)SBB);
+    const int ng = KIND == KIND_AFFINE ? qlm_n_groups(m) : 1;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
+    q256_state st;
+    q256_cache ca;
+    float tmp[64];
+    if (KIND == KIND_LUT) q256_lut_tables(&st, m, r, 0, BITS);
+    else q256_group(&st, &ca, m, r, 0, 0, ng, BITS);
+    for (int b = 0; b < nsb; b++) {
+        __m256i idx[8];
+        decode256(cp + (size_t)b * (size_t)SBB, BITS, idx);
+        const int rem = cols - b * 64;
+        float *dst = rem >= 64 ? out + (size_t)b * 64 : tmp;
+        for (int q = 0; q < 8; q++) {
+            if (KIND == KIND_AFFINE && GC > 0 && (q & 1) == 0) {
+                const int ch = b * 4 + q / 2;
+                if (ch > 0 && ch % GC == 0 && ch / GC < ng) q256_group(&st, &ca, m, r, 0, ch / GC, ng, BITS);
+            }
+            _mm256_storeu_ps(dst + 8 * q, q256_weight(&st, idx[q], 0, BITS));
+        }
+        if (rem < 64) memcpy(out + (size_t)b * 64, tmp, sizeof(float) * (size_t)rem);
+    }
+}
+
+Q256 static void dq256_f16(const qlm_qmatrix *m, int r, float *out) {
+    const int cols = m->cols;
+    const uint16_t *h = (const uint16_t *)(const void *)m->codes + (size_t)r * (size_t)cols;
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) {
+        _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
+        _mm256_storeu_ps(out + j + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j + 8))));
+    }
+    for (; j < cols; j += 8) {
+        const int n = cols - j < 8 ? cols - j : 8;
+        float t[8];
+        f16x8_to_f32(h + j, n, t);
+        memcpy(out + j, t, sizeof(float) * (size_t)n);
+    }
+}
+
+#define QLM_DQ256(name, BITS, KIND, GC) \
+    Q256 static void name(const qlm_qmatrix *m, int r, float *out) { dq256_row(m, r, out, BITS, KIND, GC); }
+#define QLM_DQ256_AFFINE(B)                         \
+    QLM_DQ256(dq256_b##B##_row, B, KIND_AFFINE, 0)  \
+    QLM_DQ256(dq256_b##B##_g32, B, KIND_AFFINE, 2)  \
+    QLM_DQ256(dq256_b##B##_g64, B, KIND_AFFINE, 4)  \
+    QLM_DQ256(dq256_b##B##_g128, B, KIND_AFFINE, 8) \
+    Q256 static void dq256_b##B##_gany(const qlm_qmatrix *m, int r, float *out) { \
+        dq256_row(m, r, out, B, KIND_AFFINE, m->group_size / 16);                 \
+    }
+QLM_DQ256_AFFINE(2)
+QLM_DQ256_AFFINE(3)
+QLM_DQ256_AFFINE(4)
+QLM_DQ256_AFFINE(8)
+QLM_DQ256(dq256_l2, 2, KIND_LUT, 0)
+QLM_DQ256(dq256_l3, 3, KIND_LUT, 0)
+QLM_DQ256(dq256_l4, 4, KIND_LUT, 0)
+
+qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m) {
+    if (!cpu_has_f16c()) return NULL;
+    switch (m->format) {
+    case QLM_FMT_F16: return m->bits == 16 ? dq256_f16 : NULL;
+    case QLM_FMT_LUT:
+        switch (m->bits) {
+        case 2: return dq256_l2;
+        case 3: return dq256_l3;
+        case 4: return dq256_l4;
+        default: return NULL;
+        }
+    case QLM_FMT_AFFINE: {
+        const int gc = affine_gchunks(m);
+        if (gc < 0) return NULL;
+        switch (m->bits) {
+        case 2: return pick_dq(gc, dq256_b2_row, dq256_b2_g32, dq256_b2_g64, dq256_b2_g128, dq256_b2_gany);
+        case 3: return pick_dq(gc, dq256_b3_row, dq256_b3_g32, dq256_b3_g64, dq256_b3_g128, dq256_b3_gany);
+        case 4: return pick_dq(gc, dq256_b4_row, dq256_b4_g32, dq256_b4_g64, dq256_b4_g128, dq256_b4_gany);
+        case 8: return pick_dq(gc, dq256_b8_row, dq256_b8_g32, dq256_b8_g64, dq256_b8_g128, dq256_b8_gany);
         default: return NULL;
         }
     }

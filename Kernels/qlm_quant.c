@@ -207,7 +207,21 @@ static void dequant_row_stored(const qlm_qmatrix *m, int r, float *out) {
     }
 }
 
-static void dequant_rows_any(const qlm_qmatrix *m, int r0, int r1, float *out) {
+// The SIMD row dequantiser of `isa` for this matrix, or NULL (scalar dequant_row_stored).
+static qlm_dqrow_fn pick_dqrow(qlm_isa isa, const qlm_qmatrix *m) {
+    switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case QLM_ISA_AVX512: return qlm_dqrow_pick_avx512(m);
+    case QLM_ISA_AVX2: return qlm_dqrow_pick_avx2(m);
+#endif
+    default: (void)m; return NULL;
+    }
+}
+
+// Rows [r0, r1) in original column order with outliers; `dq` (NULL: scalar) decodes a stored row.
+// Every path writes the same bits: the SIMD decoders compute exactly the scalar weights, and the
+// permutation and outliers are applied here, identically for all.
+static void dequant_rows_with(qlm_dqrow_fn dq, const qlm_qmatrix *m, int r0, int r1, float *out) {
     const int cols = m->cols;
     if (cols <= 0 || r1 <= r0) return;
     if (!valid_bits(m->format, m->bits)) {
@@ -217,11 +231,12 @@ static void dequant_rows_any(const qlm_qmatrix *m, int r0, int r1, float *out) {
     float *tmp = m->perm ? (float *)malloc(sizeof(float) * (size_t)cols) : NULL;
     for (int r = r0; r < r1; r++) {
         float *o = out + (size_t)(r - r0) * (size_t)cols;
-        if (m->perm && tmp) {
-            dequant_row_stored(m, r, tmp);
-            for (int j = 0; j < cols; j++) o[m->perm[j]] = tmp[j];
-        } else {
-            dequant_row_stored(m, r, o);
+        float *d = m->perm && tmp ? tmp : o;
+        if (dq) dq(m, r, d);
+        else dequant_row_stored(m, r, d);
+        if (d == tmp) {
+            const int32_t *pm = m->perm;
+            for (int j = 0; j < cols; j++) o[pm[j]] = tmp[j];
         }
         if (m->n_outliers > 0)
             for (int e = m->out_rowptr[r]; e < m->out_rowptr[r + 1]; e++) o[m->out_col[e]] += m->out_val[e];
@@ -229,9 +244,19 @@ static void dequant_rows_any(const qlm_qmatrix *m, int r0, int r1, float *out) {
     free(tmp);
 }
 
-static void dequant_rows_affine(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
-static void dequant_rows_lut(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
-static void dequant_rows_f16(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_any(m, r0, r1, out); }
+static void dequant_rows_any(const qlm_qmatrix *m, int r0, int r1, float *out) {
+    dequant_rows_with(NULL, m, r0, r1, out);
+}
+
+// Active ISA (prefill): single-threaded on purpose, the caller owns the parallelism.
+static void dequant_rows_active(const qlm_qmatrix *m, int r0, int r1, float *out) {
+    const qlm_dqrow_fn dq = valid_bits(m->format, m->bits) ? pick_dqrow(qlm_isa_active(), m) : NULL;
+    dequant_rows_with(dq, m, r0, r1, out);
+}
+
+static void dequant_rows_affine(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_active(m, r0, r1, out); }
+static void dequant_rows_lut(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_active(m, r0, r1, out); }
+static void dequant_rows_f16(const qlm_qmatrix *m, int r0, int r1, float *out) { dequant_rows_active(m, r0, r1, out); }
 
 void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out) {
     const qlm_format_ops *ops = qlm_format_table((qlm_format)m->format);

@@ -28,6 +28,13 @@ qlm_qrows_fn qlm_qrows_pick_avx512(const qlm_qmatrix *m);
 qlm_qrows_fn qlm_qrows_pick_avx2(const qlm_qmatrix *m);
 qlm_qrows_fn qlm_qrows_pick_neon(const qlm_qmatrix *m);
 
+// Prefill dequantisation of one stored row r into out[cols] (STORED column order, no outliers),
+// bit-identical to the scalar dequantisation. NULL when the path has none for this matrix
+// (affine with several groups whose size is not a multiple of 16): the scalar code is used.
+typedef void (*qlm_dqrow_fn)(const qlm_qmatrix *m, int r, float *out);
+qlm_dqrow_fn qlm_dqrow_pick_avx512(const qlm_qmatrix *m);
+qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m);
+
 // Bytes of one 64-weight superblock for `bits` (2 → 16, 3 → 24, 4 → 32, 8 → 64), 0 if unsupported.
 static inline int qlm_sb_bytes(int bits) {
     switch (bits) {

@@ -10,7 +10,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder (must not exist, or be empty).") var output: String
     @Option(help: "rtn, gptq, leanquant or quantease.") var method: QuantMethod = .rtn
     @Option(help: "Bits per weight: 2, 3, 4 or 8.") var bits: Int = 4
-    @Option(name: .customLong("group-size"), help: "32, 64, 128, or -1 for one group per row.") var groupSize: Int = 128
+    @Option(name: .customLong("group-size"), parsing: .unconditional, help: "32, 64, 128, or -1 for one group per row.") var groupSize: Int = 128
     @Flag(help: "Symmetric affine grid (zero fixed at 2^(bits-1)).") var sym = false
     @Option(help: "affine or lut (non-uniform per-row codebook; rtn and leanquant).") var format: String = "affine"
     @Option(help: "Fraction of weights kept exactly as sparse outliers, e.g. 0.01 (rtn, quantease).") var outliers: Double = 0

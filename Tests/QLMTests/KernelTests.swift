@@ -11,7 +11,7 @@ import Darwin
 /// C kernel tests: ISA dispatch, f32 GEMV on every path this CPU supports, f16/bf16 conversions,
 /// GGUF block dequantisation. Serialized: the tests force the ISA path and the thread count.
 @Suite(.serialized)
-struct KernelTests {
+final class KernelTests: HoldsKernelState {
     static let allISAs: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON]
     static var supportedISAs: [qlm_isa] { allISAs.filter { qlm_isa_supported($0) == 1 } }
 

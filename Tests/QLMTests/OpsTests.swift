@@ -5,7 +5,7 @@ import QLMKernels
 
 /// Transformer ops against plain Swift references, on every ISA path this CPU has.
 @Suite("Transformer ops", .serialized)
-struct OpsTests {
+final class OpsTests: HoldsKernelState {
     static let isas: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON].filter { qlm_isa_supported($0) != 0 }
 
     func random(_ n: Int, _ rng: inout SeededRNG, scale: Float = 1) -> [Float] {

@@ -8,7 +8,7 @@ import Testing
 /// GEMM, and bit-identical results across thread counts.
 /// Serialized: the tests force the ISA path and the thread count.
 @Suite(.serialized)
-struct QuantKernelTests {
+final class QuantKernelTests: HoldsKernelState {
     static let allISAs: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON]
     static var supportedISAs: [qlm_isa] { allISAs.filter { qlm_isa_supported($0) == 1 } }
 
@@ -343,6 +343,39 @@ struct QuantKernelTests {
                 }
             }
         }
+    }
+
+    /// The SIMD prefill dequantisation (qlm_qmatrix_dequant_rows on the active ISA) writes exactly
+    /// the scalar path's bits: every format × bits × group size (incl. sizes that are not a multiple
+    /// of 16, which fall back) × ragged shapes × permutation/outliers, on every supported ISA.
+    @Test func simdDequantIsBitIdenticalToScalar() {
+        defer { Self.restoreDefaults() }
+        var rng = Rng(4242)
+        var cfgs = Self.configs
+        for b in [2, 3, 4, 8] { for g in [16, 48, 80, 24] { cfgs.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: g)) } }
+        let shapes = [(1, 16), (3, 31), (2, 64), (5, 65), (4, 100), (3, 130), (2, 200), (6, 576), (2, 1000)]
+        var failures = 0
+        for cfg in cfgs {
+            for (rows, cols) in shapes {
+                for variant in 0..<4 {
+                    let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows,
+                                        cols: cols, perm: variant & 1 == 1, outliers: variant & 2 == 2)
+                    #expect(qlm_isa_force(QLM_ISA_SCALAR) == 0)
+                    let ref = p.dequantRows(0, rows).map(\.bitPattern)
+                    let refSub = p.dequantRows(1, rows).map(\.bitPattern)
+                    for isa in Self.supportedISAs where isa != QLM_ISA_SCALAR {
+                        #expect(qlm_isa_force(isa) == 0)
+                        let got = p.dequantRows(0, rows).map(\.bitPattern)
+                        let sub = rows > 1 ? p.dequantRows(1, rows).map(\.bitPattern) : refSub
+                        if got != ref || sub != refSub {
+                            failures += 1
+                            if failures <= 20 { Issue.record("\(Self.name(isa)) \(cfg) \(rows)x\(cols) v\(variant): SIMD dequant differs from scalar") }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(failures == 0)
     }
 
     @Test(arguments: ["scalar", "avx2", "avx512", "neon"])

@@ -1,4 +1,5 @@
 import Foundation
+import QLMKernels
 
 /// Where tests find the shared data (never committed): `../shared` next to the repo, or $QLM_SHARED.
 enum TestPaths {
@@ -19,5 +20,20 @@ enum TestPaths {
         let p = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
         try? FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
         return p
+    }
+}
+
+/// Tests that force an ISA path or change the thread count hold this for their whole duration,
+/// and so does every test that needs bit-reproducible kernels (resume must equal a full run).
+/// A semaphore, not a lock: a suite's init and deinit may run on different threads.
+let kernelStateGate = DispatchSemaphore(value: 1)
+
+/// Suites that change global kernel state inherit from this: each test instance holds the gate.
+class HoldsKernelState {
+    init() { kernelStateGate.wait() }
+    deinit {
+        _ = qlm_isa_force(qlm_isa_best())
+        qlm_set_threads(0)
+        kernelStateGate.signal()
     }
 }
