@@ -51,8 +51,8 @@ struct Generate: ParsableCommand {
                 print(jsonString(Output(prompt_ids: ids, ids: out, text: m.tokenizer.decode(out),
                                         prompt_tps: stats.promptTPS, decode_tps: stats.decodeTPS)))
             } else {
-                let tail = detok.flush()
-                print(tail)
+                // Unbuffered like the streamed tokens, so the timing line on stderr comes after the text.
+                FileHandle.standardOutput.write((detok.flush() + "\n").data(using: .utf8)!)
                 printErr(String(format: "prompt: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s",
                                 stats.promptTokens, stats.promptTPS, stats.generatedTokens, stats.decodeTPS))
             }
