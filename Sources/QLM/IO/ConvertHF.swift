@@ -5,43 +5,30 @@ import Foundation
 /// layout. The folder appears atomically: it is built under a temporary name and renamed.
 public func convertToHF(modelPath: String, outDir: String, dtype: TensorDType) throws {
     guard [.f32, .f16, .bf16].contains(dtype) else { throw QLMError.invalidArgument("dtype must be f32, f16 or bf16") }
-    let fm = FileManager.default
-    var isDir: ObjCBool = false
-    if fm.fileExists(atPath: outDir, isDirectory: &isDir) {
-        guard isDir.boolValue, (try? fm.contentsOfDirectory(atPath: outDir))?.isEmpty == true else {
-            throw QLMError.io(path: outDir, detail: "already exists and is not an empty folder")
-        }
-    }
+    try ensureFreshOutputFolder(outDir)
     let ckpt = try openCheckpoint(modelPath)
     let weights = try ckpt.loadWeights()
-    let tmp = outDir.hasSuffix("/") ? String(outDir.dropLast()) + ".partial-\(getpid())" : outDir + ".partial-\(getpid())"
-    do {
-        try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-    } catch {
-        throw QLMError.io(path: outDir, detail: "cannot create the output folder: \(error.localizedDescription)")
-    }
-    do {
+    try writeFolderAtomically(outDir) { tmp in
         let torchDtype = ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]!
         try writeData(tmp + "/config.json", ckpt.config.hfConfigJSON(torchDtype: torchDtype))
-        if let md = ckpt.ggufMetadata {
-            let (tok, tokCfg) = try hfTokenizerFiles(fromGGUF: md, path: modelPath)
-            try writeData(tmp + "/tokenizer.json", tok)
-            try writeData(tmp + "/tokenizer_config.json", tokCfg)
-        } else if let dir = ckpt.hfDirectory {
-            for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"]
-            where fm.fileExists(atPath: dir + "/" + f) {
-                try fm.copyItem(atPath: dir + "/" + f, toPath: tmp + "/" + f)
-            }
-        }
+        try copyTokenizerFiles(from: ckpt, to: tmp)
         try writeSafetensors(path: tmp + "/model.safetensors", tensors: weights.namedTensors(), dtype: dtype,
                              metadata: ["format": "pt", "converted_by": "qlm", "source": URL(fileURLWithPath: modelPath).lastPathComponent])
-        if fm.fileExists(atPath: outDir) { try fm.removeItem(atPath: outDir) }
-        guard rename(tmp, outDir) == 0 else {
-            throw QLMError.io(path: outDir, detail: "rename failed: \(String(cString: strerror(errno)))")
+    }
+}
+
+/// tokenizer.json / tokenizer_config.json for a new folder: regenerated from GGUF metadata or copied.
+func copyTokenizerFiles(from ckpt: ModelCheckpoint, to dir: String) throws {
+    if let md = ckpt.ggufMetadata {
+        let (tok, cfg) = try hfTokenizerFiles(fromGGUF: md, path: ckpt.path)
+        try writeData(dir + "/tokenizer.json", tok)
+        try writeData(dir + "/tokenizer_config.json", cfg)
+    } else if let src = ckpt.hfDirectory {
+        let fm = FileManager.default
+        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"]
+        where fm.fileExists(atPath: src + "/" + f) {
+            try fm.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f)
         }
-    } catch {
-        try? fm.removeItem(atPath: tmp)
-        throw error
     }
 }
 

@@ -68,3 +68,32 @@ public func writeFileAtomically(_ path: String, _ write: (FileHandle) throws -> 
         throw QLMError.io(path: path, detail: "\(error)")
     }
 }
+
+/// Fails early unless `outDir` is absent or an empty folder (checked before any long work starts).
+public func ensureFreshOutputFolder(_ outDir: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: outDir, isDirectory: &isDir) else { return }
+    guard isDir.boolValue, (try? FileManager.default.contentsOfDirectory(atPath: outDir))?.isEmpty == true else {
+        throw QLMError.io(path: outDir, detail: "already exists and is not an empty folder")
+    }
+}
+
+/// Builds a folder under `<outDir>.partial-<pid>` and renames it into place when `fill` returns,
+/// so a killed run never leaves a folder that loads; on error the temporary folder is removed.
+public func writeFolderAtomically(_ outDir: String, _ fill: (_ tmp: String) throws -> Void) throws {
+    try ensureFreshOutputFolder(outDir)
+    let fm = FileManager.default
+    let base = outDir.hasSuffix("/") ? String(outDir.dropLast()) : outDir
+    let tmp = base + ".partial-\(getpid())"
+    do { try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true) } catch {
+        throw QLMError.io(path: outDir, detail: "cannot create the output folder: \(error.localizedDescription)")
+    }
+    do {
+        try fill(tmp)
+        if fm.fileExists(atPath: outDir) { try fm.removeItem(atPath: outDir) }
+        guard rename(tmp, base) == 0 else { throw QLMError.io(path: outDir, detail: "rename failed: \(String(cString: strerror(errno)))") }
+    } catch {
+        try? fm.removeItem(atPath: tmp)
+        throw error
+    }
+}

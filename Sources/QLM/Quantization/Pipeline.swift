@@ -106,6 +106,9 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
                                     options: ["head_bits": job.head.label], progress: progress)
     }
     let t0 = Date()
+    // A taken output folder is an error now, not after an hour of quantization (unless resuming,
+    // where the final folder does not exist yet either).
+    try ensureFreshOutputFolder(job.outDir)
     let loaded = try LoadedModel.load(job.modelPath)
     let ckpt = loaded.checkpoint
     guard ckpt.format != .qlm else { throw QLMError.invalidArgument("\(job.modelPath) is already quantized; quantize the full-precision model") }
@@ -115,7 +118,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
     }
     let calib = try loadCalibration(job.calibration, tokenizer: loaded.tokenizer)
     log?("calibration: \(calib.description)")
-    let sha = ckpt.format == .gguf ? try SHA256Digest.hashFile(ckpt.path) : try hashFolder(ckpt.path)
+    let sha = try ckpt.sourceSHA256()
     let L = job.calibration.seqlen, N = job.calibration.nsamples, M = N * L, d = c.hiddenSize
     let buf = ActivationBuffers(M: M, L: L, c: c, invFreq: loaded.model.invFreq.array)
 
@@ -252,9 +255,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
                              outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: nil, seconds: nil))
     }
-    func bpw(_ ts: [QuantizedManifest.Tensor]) -> Double {
-        ts.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.rows * $1.cols) } / Double(ts.reduce(0) { $0 + $1.rows * $1.cols })
-    }
+    let bpw = QuantizedManifest.bitsPerWeight
     let total = Date().timeIntervalSince(t0)
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
                                      "damp": "\(job.solver.damp)", "head": job.head.label]

@@ -117,19 +117,7 @@ extension LlamaWeights {
 /// Writes a quantized folder from already-quantized matrices (canonical names without ".weight").
 public func writeQuantizedFolder(outDir: String, source: ModelCheckpoint, weights: LlamaWeights,
                                  matrices: [(String, QuantizedMatrix)], manifest: QuantizedManifest) throws {
-    let fm = FileManager.default
-    var isDir: ObjCBool = false
-    if fm.fileExists(atPath: outDir, isDirectory: &isDir) {
-        guard isDir.boolValue, (try? fm.contentsOfDirectory(atPath: outDir))?.isEmpty == true else {
-            throw QLMError.io(path: outDir, detail: "already exists and is not an empty folder")
-        }
-    }
-    let base = outDir.hasSuffix("/") ? String(outDir.dropLast()) : outDir
-    let tmp = base + ".partial-\(getpid())"
-    do { try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true) } catch {
-        throw QLMError.io(path: outDir, detail: "cannot create the output folder: \(error.localizedDescription)")
-    }
-    do {
+    try writeFolderAtomically(outDir) { tmp in
         func write(_ name: String, _ data: Data) throws { try writeFileAtomically(tmp + "/" + name) { try $0.write(contentsOf: data) } }
         try write("config.json", source.config.hfConfigJSON(torchDtype: "float16"))
         try copyTokenizerFiles(from: source, to: tmp)
@@ -146,25 +134,19 @@ public func writeQuantizedFolder(outDir: String, source: ModelCheckpoint, weight
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         // The manifest is written last: a folder without it is never taken for a model.
         try write(QuantizedManifest.fileName, try enc.encode(manifest))
-        if fm.fileExists(atPath: outDir) { try fm.removeItem(atPath: outDir) }
-        guard rename(tmp, outDir) == 0 else { throw QLMError.io(path: outDir, detail: "rename failed: \(String(cString: strerror(errno)))") }
-    } catch {
-        try? fm.removeItem(atPath: tmp)
-        throw error
     }
 }
 
-/// tokenizer.json / tokenizer_config.json for a new folder: regenerated from GGUF metadata or copied.
-func copyTokenizerFiles(from ckpt: ModelCheckpoint, to dir: String) throws {
-    let fm = FileManager.default
-    if let md = ckpt.ggufMetadata {
-        let (tok, cfg) = try hfTokenizerFiles(fromGGUF: md, path: ckpt.path)
-        try writeFileAtomically(dir + "/tokenizer.json") { try $0.write(contentsOf: tok) }
-        try writeFileAtomically(dir + "/tokenizer_config.json") { try $0.write(contentsOf: cfg) }
-    } else if let src = ckpt.hfDirectory {
-        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"]
-        where fm.fileExists(atPath: src + "/" + f) {
-            try fm.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f)
-        }
+extension QuantizedManifest {
+    /// Bits per weight over a set of matrices, weighted by their sizes.
+    static func bitsPerWeight(_ ts: [Tensor]) -> Double {
+        ts.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.rows * $1.cols) } / Double(max(1, ts.reduce(0) { $0 + $1.rows * $1.cols }))
+    }
+}
+
+extension ModelCheckpoint {
+    /// Provenance hash recorded in manifests: the GGUF file, or an HF folder's config and weights.
+    func sourceSHA256() throws -> String {
+        format == .gguf ? try SHA256Digest.hashFile(path) : try hashFolder(path)
     }
 }

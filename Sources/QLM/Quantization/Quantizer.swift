@@ -31,6 +31,7 @@ public func quantizeModelRTN(modelPath: String, outDir: String, spec: QuantSpec,
                              options: [String: String] = [:], progress: ((QuantizeEvent) -> Void)? = nil) throws -> QuantizedManifest {
     try spec.validate(); try head.validate()
     let t0 = Date()
+    try ensureFreshOutputFolder(outDir)
     let ckpt = try openCheckpoint(modelPath)
     guard ckpt.format != .qlm else { throw QLMError.invalidArgument("\(modelPath) is already quantized; quantize the full-precision model") }
     let weights = try ckpt.loadWeights()
@@ -38,7 +39,7 @@ public func quantizeModelRTN(modelPath: String, outDir: String, spec: QuantSpec,
     if spec.outlierFraction > 0, max(c.hiddenSize, c.intermediateSize) > 65535 {
         throw QLMError.unsupported("outliers need matrices with at most 65535 columns")
     }
-    let sha = try ckpt.format == .gguf ? SHA256Digest.hashFile(ckpt.path) : hashFolder(ckpt.path)
+    let sha = try ckpt.sourceSHA256()
 
     var jobs: [(block: Int, name: String, linear: Linear, spec: QuantSpec)] = []
     for (i, L) in weights.layers.enumerated() {
@@ -81,10 +82,7 @@ public func quantizeModelRTN(modelPath: String, outDir: String, spec: QuantSpec,
     }
     if let e = firstError { throw e }
     let all = tensors.compactMap { $0 }
-    func bpw(_ ts: [QuantizedManifest.Tensor]) -> Double {
-        let bits = ts.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.rows * $1.cols) }
-        return bits / Double(ts.reduce(0) { $0 + $1.rows * $1.cols })
-    }
+    let bpw = QuantizedManifest.bitsPerWeight
     let manifest = QuantizedManifest(method: "rtn", spec: spec, head: head, sourcePath: modelPath, sourceSHA256: sha,
                                      tensors: all, layerBitsPerWeight: bpw(all.filter { $0.name.hasPrefix("model.layers.") }),
                                      totalBitsPerWeight: bpw(all), quantizeSeconds: Date().timeIntervalSince(t0), options: options)
