@@ -13,6 +13,9 @@
 #include "qlm_omp.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -340,8 +343,148 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
 // ---------------------------------------------------------------------------------------------
 static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
 
+// Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad bytes each]
+// [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [sbgroup: nsb ints].
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
-    return m->cols > 0 ? (size_t)round_up64(m->cols) : 0;
+    if (m->cols <= 0) return 0;
+    const size_t cp = (size_t)round_up64(m->cols);
+    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 64;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integer activations (see qlm_qgemv_vnni.c)
+// ---------------------------------------------------------------------------------------------
+int qlm_act_i16_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return qlm_cpu_has_vnni_bitalg();
+#else
+    return 0;
+#endif
+}
+
+static _Atomic int g_act = -1;  // -1: not yet resolved
+static pthread_once_t g_act_once = PTHREAD_ONCE_INIT;
+
+static void act_init_from_env(void) {
+    int a = qlm_act_i16_supported() ? QLM_ACT_I16 : QLM_ACT_F32;
+    const char *env = getenv("QLM_ACT");
+    if (env && *env) {
+        if (strcmp(env, "f32") == 0) a = QLM_ACT_F32;
+        else if (strcmp(env, "i16") == 0) {
+            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX-512 VNNI + BITALG; using f32\n");
+            else a = QLM_ACT_I16;
+        } else fprintf(stderr, "qlm: unknown QLM_ACT=%s (f32|i16); using %s\n", env, a == QLM_ACT_I16 ? "i16" : "f32");
+    }
+    int expected = -1;  // a qlm_qgemv_set_act that ran first wins
+    atomic_compare_exchange_strong(&g_act, &expected, a);
+}
+
+qlm_act qlm_qgemv_act(void) {
+    int v = atomic_load_explicit(&g_act, memory_order_relaxed);
+    if (v >= 0) return (qlm_act)v;
+    pthread_once(&g_act_once, act_init_from_env);
+    return (qlm_act)atomic_load(&g_act);
+}
+
+void qlm_qgemv_set_act(qlm_act a) {
+    pthread_once(&g_act_once, act_init_from_env);
+    atomic_store(&g_act, (a == QLM_ACT_I16 && qlm_act_i16_supported()) ? QLM_ACT_I16 : QLM_ACT_F32);
+}
+
+// Portable twin of qlm_act_i16_prepare_avx512 (identical bytes): per segment of `seg` values,
+// d = max|x| / 16383, xi = round-to-nearest-even(x · (16383 / max|x|)), xh = xi >> 7, xl = xi & 127.
+static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum) {
+    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg, k++) {
+        float mx = 0.0f;
+        int bad = 0;
+        for (int j = 0; j < seg; j++) {
+            const float a = fabsf(xs[s0 + j]);
+            if (!(a < INFINITY)) bad = 1;
+            else if (a > mx) mx = a;
+        }
+        if (bad || mx == 0.0f) {
+            d[k] = bad ? NAN : 0.0f;
+            memset(xh + s0, 0, (size_t)seg);
+            memset(xl + s0, 0, (size_t)seg);
+            isum[k] = 0;
+            continue;
+        }
+        const float inv = 16383.0f / mx;
+        d[k] = mx / 16383.0f;
+        int tot = 0;
+        for (int j = 0; j < seg; j++) {
+            const int xi = (int)nearbyintf(xs[s0 + j] * inv);
+            tot += xi;
+            xh[s0 + j] = (int8_t)(xi >> 7);
+            xl[s0 + j] = (int8_t)(xi & 127);
+        }
+        isum[k] = tot;
+    }
+}
+
+// Fills c->xh/xl/xd/gsum/sbgroup from c->xs, using scratch past the first cols_pad floats.
+static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
+    const qlm_qmatrix *m = c->m;
+    const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = cp / seg, ng = c->n_groups;
+    int8_t *xh = (int8_t *)(void *)(scratch + cp);
+    int8_t *xl = xh + cp;
+    float *d = scratch + cp + cp / 2;
+    int *isum = (int *)(void *)(d + cp / 32);
+    float *gsum = (float *)(void *)(isum + cp / 32);
+    int32_t *sbg = (int32_t *)(void *)(gsum + ng);
+#if defined(__x86_64__) || defined(__i386__)
+    if (use_simd) qlm_act_i16_prepare_avx512(c->xs, cp, seg, xh, xl, d, isum);
+    else
+#endif
+        act_i16_prepare_ref(c->xs, cp, seg, xh, xl, d, isum);
+    (void)use_simd;
+    const int gsz = group_cols(m);
+    for (int g = 0; g < ng; g++) gsum[g] = 0.0f;
+    for (int k = 0; k < nseg; k++) {
+        int g = (int)((long long)k * seg / gsz);
+        if (g > ng - 1) g = ng - 1;  // the last group also covers the padding
+        gsum[g] += d[k] * (float)isum[k];
+    }
+    const int k64 = gsz / 64;
+    for (int b = 0; b < c->nsb; b++) sbg[b] = ng > 1 && k64 > 0 ? b / k64 : 0;
+    c->xh = xh;
+    c->xl = xl;
+    c->xd = d;
+    c->gsum = gsum;
+    c->sbgroup = sbg;
+}
+
+int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m) {
+#if defined(__x86_64__) || defined(__i386__)
+    return qlm_act_i16_supported() && m->rows > 0 && m->cols > 0 && valid_bits(m->format, m->bits) &&
+           qlm_qrows_pick_vnni(m) != NULL;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xhat, int simd) {
+    const int cols = m->cols;
+    if (cols <= 0) return;
+    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
+    if (!scratch) return;
+    qlm_qctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.cols_pad = round_up64(cols);
+    c.nsb = c.cols_pad / QLM_SUPERBLOCK;
+    c.n_groups = qlm_n_groups(m);
+    for (int j = 0; j < cols; j++) scratch[j] = m->perm ? x[m->perm[j]] : x[j];
+    for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
+    c.xs = scratch;
+    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported());
+    const int seg = qlm_act_i16_segment(m);
+    for (int j = 0; j < cols; j++) {
+        const float v = c.xd[j / seg] * (float)(128 * (int)c.xh[j] + (int)c.xl[j]);
+        xhat[m->perm ? m->perm[j] : j] = v;
+    }
+    free(scratch);
 }
 
 static qlm_qrows_fn pick_kernel(qlm_isa isa, const qlm_qmatrix *m) {
@@ -402,9 +545,19 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
         for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
         c.xs = scratch;
     }
-    const qlm_qrows_fn fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
-                                ? qrows_scalar  // group size not a multiple of 16: portable path
-                                : pick_kernel(isa, m);
+    c.xh = c.xl = NULL;
+    c.xd = c.gsum = NULL;
+    c.sbgroup = NULL;
+    qlm_qrows_fn fn = NULL;
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QLM_ISA_AVX512 && m->format == QLM_FMT_AFFINE && qlm_qgemv_act() == QLM_ACT_I16 &&
+        (fn = qlm_qrows_pick_vnni(m)) != NULL)
+        act_i16_prepare(&c, scratch, 1);
+#endif
+    if (!fn)
+        fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
+                 ? qrows_scalar  // group size not a multiple of 16: portable path
+                 : pick_kernel(isa, m);
     int nt = 1;
 #ifdef _OPENMP
     const size_t total = (size_t)rows * (size_t)cols;

@@ -15,6 +15,11 @@ typedef struct {
     int n_groups;      // affine: groups per row; otherwise 1
     int gchunks;       // affine: 16-column chunks per group (group_size / 16); 0 when one group
                        // covers the whole (padded) row
+    // Integer-activation kernels only (qlm_qgemv_vnni.c), filled by qlm_act_i16_prepare:
+    const int8_t *xh, *xl;  // [cols_pad] xs quantised per segment: xi = 128·xh + xl
+    const float *xd;        // [cols_pad / seg] segment scales: x̂ = xd · xi
+    const float *gsum;      // [n_groups] Σ x̂ over each group (zero-point term)
+    const int32_t *sbgroup; // [nsb] group of each superblock (groups of 64·k columns)
 } qlm_qctx;
 
 // Computes the dense part y[r] = W_stored[r] · xs for r in [r0, r1) (outliers are added by the
@@ -34,6 +39,12 @@ qlm_qrows_fn qlm_qrows_pick_neon(const qlm_qmatrix *m);
 typedef void (*qlm_dqrow_fn)(const qlm_qmatrix *m, int r, float *out);
 qlm_dqrow_fn qlm_dqrow_pick_avx512(const qlm_qmatrix *m);
 qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m);
+
+// Integer activations (qlm_qgemv_vnni.c; x86 only).
+int qlm_cpu_has_vnni_bitalg(void);
+qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
+int qlm_act_i16_segment(const qlm_qmatrix *m);           // 32 (groups of 32) or 64 columns per scale
+void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
 
 // Bytes of one 64-weight superblock for `bits` (2 → 16, 3 → 24, 4 → 32, 8 → 64), 0 if unsupported.
 static inline int qlm_sb_bytes(int bits) {

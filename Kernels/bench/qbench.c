@@ -154,6 +154,7 @@ static int run_check(void) {
         {QLM_FMT_LUT, 2}, {QLM_FMT_LUT, 3}, {QLM_FMT_LUT, 4}, {QLM_FMT_F16, 16}};
     static const int gsv[] = {32, 64, 128, 0, 48};
     int fails = 0, runs = 0;
+    qlm_qgemv_set_act(QLM_ACT_F32);  // the integer-activation path is checked against x̂ by the Swift tests
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++)
         for (size_t g = 0; g < (fmts[f].format == QLM_FMT_AFFINE ? 5u : 1u); g++)
             for (size_t ri = 0; ri < 5; ri++)
@@ -285,16 +286,18 @@ static void run_bench(int quick) {
            read_roofline(1), read_roofline(2));
     printf("# GB/s = qlm_storage_bytes / time; GFLOP/s = 2*rows*cols / time; best of batches\n");
     printf("# cold: rotating copies, >= 256 MiB working set (DRAM); hot: one copy (cache-resident if small)\n");
-    printf("%-13s %-11s %6s %3s %7s | %8s %8s %7s | %8s %8s\n", "format", "shape", "isa", "thr", "bpw",
+    printf("%-13s %-11s %10s %3s %7s | %8s %8s %7s | %8s %8s\n", "format", "shape", "isa", "thr", "bpw",
            "cold GB/s", "GFLOP/s", "us", "hot GB/s", "GFLOP/s");
     for (int s = 0; s < nshapes; s++) {
         const int rows = shapes[s][0], cols = shapes[s][1];
         float *x = malloc(sizeof(float) * (size_t)cols), *y = malloc(sizeof(float) * (size_t)rows);
-        float *scratch = malloc(sizeof(float) * ((size_t)cols + 64));
+        float *scratch = NULL;
         for (int j = 0; j < cols; j++) x[j] = frand();
         for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
             qb_mat first;
             qb_make(&first, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
+            free(scratch);
+            scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(&first.m) + 1));
             const size_t bytes = qlm_storage_bytes(&first.m);
             int ncopy = (int)((cold_bytes + bytes - 1) / bytes);
             if (ncopy < 2) ncopy = 2;
@@ -316,9 +319,18 @@ static void run_bench(int quick) {
                 }
                 mats[i].lut = NULL; mats[i].perm = NULL; mats[i].rowptr = NULL; mats[i].ocol = NULL; mats[i].oval = NULL;
             }
-            qlm_isa isas[2] = {best, QLM_ISA_SCALAR};
-            const int nisa = (s == 0 && best != QLM_ISA_SCALAR) ? 2 : 1;
+            // Paths: the best ISA with f32 activations, with integer activations where a kernel
+            // exists (printed as "<isa>+i16"), and the scalar one on the first shape.
+            qlm_isa isas[3] = {best, best, QLM_ISA_SCALAR};
+            int acts[3] = {QLM_ACT_F32, QLM_ACT_I16, QLM_ACT_F32};
+            const int has_i16 = best == QLM_ISA_AVX512 && qlm_qgemv_i16_kernel_exists(&first.m);
+            const int nisa = 3;
             for (int ii = 0; ii < nisa; ii++) {
+                if (ii == 1 && !has_i16) continue;
+                if (ii == 2 && (s != 0 || best == QLM_ISA_SCALAR)) continue;
+                qlm_qgemv_set_act((qlm_act)acts[ii]);
+                char isaname[32];
+                snprintf(isaname, sizeof isaname, "%s%s", qlm_isa_name(isas[ii]), ii == 1 ? "+i16" : "");
                 for (int nt = 1; nt <= 2; nt++) {
                     qlm_set_threads(nt);
                     const double tc = time_gemv(mats, ncopy, isas[ii], x, y, scratch, budget);
@@ -326,8 +338,8 @@ static void run_bench(int quick) {
                     const double fl = 2.0 * rows * (double)cols;
                     char shp[32];
                     snprintf(shp, sizeof shp, "%dx%d", rows, cols);
-                    printf("%-13s %-11s %6s %3d %7.3f | %8.1f %8.1f %7.1f | %8.1f %8.1f\n", fmts[f].name, shp,
-                           qlm_isa_name(isas[ii]), nt, qlm_bits_per_weight(&first.m), bytes / tc / 1e9, fl / tc / 1e9,
+                    printf("%-13s %-11s %10s %3d %7.3f | %8.1f %8.1f %7.1f | %8.1f %8.1f\n", fmts[f].name, shp,
+                           isaname, nt, qlm_bits_per_weight(&first.m), bytes / tc / 1e9, fl / tc / 1e9,
                            tc * 1e6, bytes / th / 1e9, fl / th / 1e9);
                     fflush(stdout);
                 }
@@ -352,7 +364,7 @@ static void run_bench(int quick) {
                 const double fl = 2.0 * rows * (double)cols;
                 char shp[32];
                 snprintf(shp, sizeof shp, "%dx%d", rows, cols);
-                printf("%-13s %-11s %6s %3d %7.3f | %8.1f %8.1f %7.1f | %8.1f %8.1f\n", "f32 (dense)", shp,
+                printf("%-13s %-11s %10s %3d %7.3f | %8.1f %8.1f %7.1f | %8.1f %8.1f\n", "f32 (dense)", shp,
                        qlm_isa_name(best), nt, 32.0, bytes / tc / 1e9, fl / tc / 1e9, tc * 1e6, bytes / th / 1e9, fl / th / 1e9);
                 fflush(stdout);
             }
@@ -383,21 +395,36 @@ static void run_ceiling(void) {
         {"f16", QLM_FMT_F16, 16, 0},
     };
     const int rows = 512, cols = 1024;
-    static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
+    // Paths: AVX-512 with integer activations (i16, where a kernel exists; "-" otherwise), then
+    // every ISA with f32 activations.
+    static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
+    static const int acts[] = {QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32};
+    const size_t npath = sizeof isas / sizeof isas[0];
     qlm_set_threads(1);
-    float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = malloc(sizeof(float) * (cols + 64));
+    float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = NULL;
     for (int j = 0; j < cols; j++) x[j] = frand();
     printf("# decode ceiling: 1 thread, %dx%d (L2-resident), thread CPU time; Gw/s = 1e9 weights/s\n", rows, cols);
     printf("%-13s", "format");
-    for (size_t i = 0; i < 4; i++)
-        if (qlm_isa_supported(isas[i])) printf(" | %6s Gw/s   GB/s", qlm_isa_name(isas[i]));
+    for (size_t i = 0; i < npath; i++) {
+        if (!qlm_isa_supported(isas[i]) || (acts[i] == QLM_ACT_I16 && !qlm_act_i16_supported())) continue;
+        char nm[32];
+        snprintf(nm, sizeof nm, "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
+        printf(" | %10s Gw/s   GB/s", nm);
+    }
     printf("\n");
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
         qb_mat q;
         qb_make(&q, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
+        free(scratch);
+        scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(&q.m) + 1));
         printf("%-13s", fmts[f].name);
-        for (size_t i = 0; i < 4; i++) {
-            if (!qlm_isa_supported(isas[i])) continue;
+        for (size_t i = 0; i < npath; i++) {
+            if (!qlm_isa_supported(isas[i]) || (acts[i] == QLM_ACT_I16 && !qlm_act_i16_supported())) continue;
+            if (acts[i] == QLM_ACT_I16 && !qlm_qgemv_i16_kernel_exists(&q.m)) {
+                printf(" | %15s %6s", "-", "-");
+                continue;
+            }
+            qlm_qgemv_set_act((qlm_act)acts[i]);
             const int reps = isas[i] == QLM_ISA_SCALAR ? 3 : 100;
             for (int k = 0; k < 5; k++) qlm_qgemv_isa(isas[i], &q.m, x, y, scratch);
             double best = 1e30;
@@ -407,7 +434,7 @@ static void run_ceiling(void) {
                 const double dt = (thread_cpu() - t0) / reps;
                 if (dt < best) best = dt;
             }
-            printf(" | %11.1f %6.1f", (double)rows * cols / best / 1e9, (double)qlm_storage_bytes(&q.m) / best / 1e9);
+            printf(" | %15.1f %6.1f", (double)rows * cols / best / 1e9, (double)qlm_storage_bytes(&q.m) / best / 1e9);
         }
         printf("\n");
         qb_free(&q);

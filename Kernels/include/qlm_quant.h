@@ -75,6 +75,22 @@ void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
+// Activation precision of the decode GEMV where an integer kernel exists (affine formats on
+// AVX-512 VNNI + BITALG; every other format/path keeps f32 activations):
+//   QLM_ACT_I16: x is quantised per 64-value segment (32 for groups of 32) to 15 bits
+//                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd;
+//   QLM_ACT_F32: the f32 kernels.
+// Default: I16 where supported; env QLM_ACT=f32|i16 or qlm_qgemv_set_act overrides.
+typedef enum { QLM_ACT_F32 = 0, QLM_ACT_I16 = 1 } qlm_act;
+int qlm_act_i16_supported(void);
+qlm_act qlm_qgemv_act(void);
+void qlm_qgemv_set_act(qlm_act a);
+// 1 when this CPU has an integer-activation kernel for m (used on QLM_ISA_AVX512 with QLM_ACT_I16).
+int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m);
+// The activations the I16 path multiplies W by, in ORIGINAL column order: xhat[cols] (tests).
+// simd = 1: through the AVX-512 quantiser the kernels use (needs support), 0: the portable twin.
+void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xhat, int simd);
+
 // Scalar reference: dequantize and dot, single thread.
 void qlm_qgemv_ref(const qlm_qmatrix *m, const float *x, float *y);
 

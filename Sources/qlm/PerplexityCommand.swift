@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QLM
+import QLMKernels
 
 struct Perplexity: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Perplexity on WikiText-2 / PTB test or a text file.")
@@ -11,6 +12,8 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Evaluate only the first N windows.") var windows: Int?
     @Option(name: .customLong("protocol"), help: "gptq (score all L-1 positions) or llamacpp (second half only).")
     var proto: PerplexityProtocol = .gptq
+    @Flag(help: "Evaluate token by token through the decode kernels (what generation runs: GEMV, integer activations where they apply) instead of batched prefill. Slow; for checking the decode path's accuracy.")
+    var decodePath = false
     @Flag(help: "Print one JSON object and nothing else on stdout.") var json = false
 
     func run() throws {
@@ -26,8 +29,11 @@ struct Perplexity: ParsableCommand {
                 print("protocol: \(proto.rawValue): seqlen \(seqlen), \(nWin) non-overlapping windows from token 0, scoring \(proto.scoringDescription)")
             }
             let tty = stderrIsTTY && !json
+            if !json && decodePath {
+                print("path: token by token through the decode kernels (activations: \(qlm_qgemv_act() == QLM_ACT_I16 ? "int16 where a kernel exists" : "f32"))")
+            }
             let r = try evaluatePerplexity(model: m.model, tokens: tokens, seqlen: seqlen, maxWindows: windows, protocol: proto,
-                                           dataset: name) { done, total, res in
+                                           dataset: name, decodePath: decodePath) { done, total, res in
                 guard tty else { return }
                 let eta = res.seconds / Double(done) * Double(total - done)
                 printErr(String(format: "\r[%d/%d] ppl %.4f  %.2f s/window  elapsed %@  ETA %@   ", done, total, res.ppl,

@@ -29,6 +29,7 @@ final class QuantKernelTests: HoldsKernelState {
     static func restoreDefaults() {
         _ = qlm_isa_force(qlm_isa_best())
         qlm_set_threads(0)
+        qlm_qgemv_set_act(qlm_act_i16_supported() == 1 ? QLM_ACT_I16 : QLM_ACT_F32)
     }
 
     static func name(_ isa: qlm_isa) -> String { String(cString: qlm_isa_name(isa)) }
@@ -90,8 +91,8 @@ final class QuantKernelTests: HoldsKernelState {
         var nGroups: Int { format == QLM_FMT_AFFINE ? (cols + groupSize - 1) / groupSize : 1 }
 
         /// Independent model of the formats: f32 weights [rows, cols] in ORIGINAL column order,
-        /// outliers included (w = s·(q − z) with f16 s, z; lut[q]; half).
-        func expectedWeights() -> [Float] {
+        /// outliers included unless asked not to (w = s·(q − z) with f16 s, z; lut[q]; half).
+        func expectedWeights(outliers withOutliers: Bool = true) -> [Float] {
             var w = [Float](repeating: 0, count: rows * cols)
             let g = min(groupSize, cols)
             for r in 0..<rows {
@@ -107,7 +108,7 @@ final class QuantKernelTests: HoldsKernelState {
                     }
                     w[r * cols + Int(perm?[j] ?? Int32(j))] = v
                 }
-                if !outVal.isEmpty {
+                if withOutliers && !outVal.isEmpty {
                     for e in Int(rowPtr[r])..<Int(rowPtr[r + 1]) { w[r * cols + Int(outCol[e])] += outVal[e] }
                 }
             }
@@ -134,6 +135,52 @@ final class QuantKernelTests: HoldsKernelState {
             var y = [Float](repeating: .nan, count: rows)
             withUnsafePointer(to: m) { qlm_qgemv_ref($0, x, &y) }
             return y
+        }
+
+        /// True when a GEMV on `isa` runs the integer-activation kernel (AVX-512 + QLM_ACT_I16).
+        func usesInt16(_ isa: qlm_isa) -> Bool {
+            isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 && withUnsafePointer(to: m) { qlm_qgemv_i16_kernel_exists($0) } == 1
+        }
+
+        /// x̂: the activations the integer path multiplies the dense part by (original order).
+        func int16Activations(_ x: [Float], simd: Bool = false) -> [Float] {
+            var xh = [Float](repeating: .nan, count: cols)
+            withUnsafePointer(to: m) { qlm_qgemv_act_i16_roundtrip($0, x, &xh, simd ? 1 : 0) }
+            return xh
+        }
+
+        /// Per row Σ_j s_g·(q_j + |z_g|)·|x_j| (+ Σ|outlier·x|): the size of the two terms the integer path subtracts
+        /// (s·Σq·x̂ and s·z·Σx̂), which bounds its rounding where the f32 path's bound is Σ|w·x|.
+        func splitMagnitude(_ x: [Float]) -> [Double] {
+            let g = min(groupSize, cols)
+            return (0..<rows).map { r in
+                var mag = 0.0
+                for j in 0..<cols {
+                    let gi = min(j / g, nGroups - 1)
+                    let s = Double(qlm_f16_to_f32(scales[r * nGroups + gi])), z = Double(qlm_f16_to_f32(zeros[r * nGroups + gi]))
+                    mag += abs(s) * (Double(codes[r * cols + j]) + abs(z)) * abs(Double(x[Int(perm?[j] ?? Int32(j))]))
+                }
+                if !outVal.isEmpty {
+                    for e in Int(rowPtr[r])..<Int(rowPtr[r + 1]) { mag += abs(Double(outVal[e]) * Double(x[Int(outCol[e])])) }
+                }
+                return mag
+            }
+        }
+
+        /// What a GEMV on `isa` must return up to summation order: the scalar reference, or for the
+        /// integer path the dense weights times x̂ plus the outliers times the exact x.
+        func expectedGemv(_ isa: qlm_isa, _ x: [Float]) -> [Float] {
+            guard usesInt16(isa) else { return gemvRef(x) }
+            let xh = int16Activations(x)
+            let wd = expectedWeights(outliers: false)
+            return (0..<rows).map { r in
+                var s = 0.0
+                for j in 0..<cols { s += Double(wd[r * cols + j]) * Double(xh[j]) }
+                if !outVal.isEmpty {
+                    for e in Int(rowPtr[r])..<Int(rowPtr[r + 1]) { s += Double(outVal[e]) * Double(x[Int(outCol[e])]) }
+                }
+                return Float(s)
+            }
         }
 
         var bitsPerWeight: Double { withUnsafePointer(to: m) { qlm_bits_per_weight($0) } }
@@ -378,29 +425,61 @@ final class QuantKernelTests: HoldsKernelState {
         #expect(failures == 0)
     }
 
-    @Test(arguments: ["scalar", "avx2", "avx512", "neon"])
+    /// "avx512" runs the f32-activation kernels; "avx512-i16" the integer-activation ones (affine
+    /// formats; the rest stay f32), checked against the reference applied to x̂, and x̂ against x.
+    @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "neon"])
     func gemvMatchesReferenceOnEveryFormat(isaName: String) throws {
-        let isa = try #require(Self.allISAs.first { Self.name($0) == isaName })
-        guard qlm_isa_supported(isa) == 1 else { return }  // nothing to run on this CPU
+        let int16 = isaName.hasSuffix("-i16")
+        let isa = try #require(Self.allISAs.first { Self.name($0) == (int16 ? "avx512" : isaName) })
+        guard qlm_isa_supported(isa) == 1, !int16 || qlm_act_i16_supported() == 1 else { return }  // nothing to run here
         defer { Self.restoreDefaults() }
+        qlm_qgemv_set_act(int16 ? QLM_ACT_I16 : QLM_ACT_F32)
         qlm_set_threads(2)
-        var rng = Rng(UInt64(isa.rawValue) + 101)
-        var failures = 0
-        for cfg in Self.configs {
+        var rng = Rng(UInt64(isa.rawValue) + (int16 ? 7 : 0) + 101)
+        var failures = 0, intRuns = 0
+        var cfgs = Self.configs
+        if int16 { for b in [2, 3, 4, 8] { cfgs.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: 256)) } }
+        let cols = int16 ? Self.testCols + [1100, 1536] : Self.testCols
+        for cfg in cfgs {
             for rows in Self.testRows {
-                for cols in Self.testCols {
+                for cols in cols {
                     for variant in 0..<4 {
                         let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows,
                                             cols: cols, perm: variant & 1 == 1, outliers: variant & 2 == 2)
-                        let x = rng.floats(cols)
+                        // Activations with a few large entries, as after RMSNorm.
+                        var x = rng.floats(cols)
+                        if int16 { for _ in 0..<3 { x[rng.below(cols)] *= 40 } }
                         let w = p.expectedWeights()
                         let y = p.gemv(isa, x)
-                        let ref = p.gemvRef(x)
-                        let tol = Self.tolerance(cols: cols)
-                        let e1 = Self.maxRelError(y, ref, w: w, x: x, rows: rows, cols: cols)
-                        let e2 = Self.maxRelError(y, Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
-                        let e3 = Self.maxRelError(ref, Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
-                        if !(e1 <= tol && e2 <= tol && e3 <= tol) {
+                        let ref = p.expectedGemv(isa, x)
+                        if p.usesInt16(isa) { intRuns += 1 }
+                        let tol = Self.tolerance(cols: cols) * (int16 ? 2 : 1)
+                        var e1 = Self.maxRelError(y, ref, w: w, x: x, rows: rows, cols: cols)
+                        if p.usesInt16(isa) {  // rounding relative to the split terms' size
+                            let mag = p.splitMagnitude(x)
+                            e1 = (0..<rows).map { r in
+                                let d = abs(Double(y[r]) - Double(ref[r]))
+                                return d.isNaN ? .infinity : d / max(mag[r], 1e-30)
+                            }.max() ?? 0
+                        }
+                        let exact = Self.dot(w, x, rows: rows, cols: cols)
+                        var e2 = Self.maxRelError(y, exact, w: w, x: x, rows: rows, cols: cols)
+                        if p.usesInt16(isa) {
+                            // vs the exact product: off by at most Σ|w_j|·|x_j − x̂_j| (+ rounding).
+                            let xh = p.int16Activations(x), wd = p.expectedWeights(outliers: false)
+                            e2 = 0
+                            for r in 0..<rows {
+                                var bound = 0.0, mag = 0.0
+                                for j in 0..<cols {
+                                    bound += abs(Double(wd[r * cols + j])) * abs(Double(x[j]) - Double(xh[j]))
+                                    mag += abs(Double(w[r * cols + j]) * Double(x[j]))
+                                }
+                                let d = abs(Double(y[r]) - Double(exact[r]))
+                                e2 = max(e2, d.isNaN ? .infinity : max(0, d - 1.001 * bound) / max(mag, 1e-30))
+                            }
+                        }
+                        let e3 = Self.maxRelError(p.gemvRef(x), exact, w: w, x: x, rows: rows, cols: cols)
+                        if !(e1 <= tol && e2 <= tol && e3 <= Self.tolerance(cols: cols)) {
                             failures += 1
                             if failures <= 20 {
                                 Issue.record("\(isaName) \(cfg) \(rows)x\(cols) perm \(variant & 1) outliers \(variant >> 1): vs ref \(e1), vs dequant·x \(e2), ref vs dequant·x \(e3) (tol \(tol))")
@@ -411,10 +490,48 @@ final class QuantKernelTests: HoldsKernelState {
             }
         }
         #expect(failures == 0)
+        if int16 { #expect(intRuns > 1000, "the integer kernels ran \(intRuns) times") }
     }
 
-    @Test func symmetricAndOddGroupSizesWork() {
+    /// x̂ is within half a quantisation step of x (step = segment max / 16383), exact for zero
+    /// segments, NaN-propagating, and the SIMD quantiser writes the portable twin's bytes.
+    @Test func int16ActivationsRoundTripWithinHalfAStep() {
+        var rng = Rng(404)
+        for (g, cols) in [(32, 100), (64, 576), (128, 1100), (1 << 30, 130)] {
+            let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: g == 1 << 30 ? nil : g, rows: 2, cols: cols, perm: true)
+            var x = rng.floats(cols).map { $0 * 3 }
+            x[rng.below(cols)] = 250
+            let seg = g == 32 ? 32 : 64
+            let xs = (0..<cols).map { x[Int(p.perm![$0])] }  // stored order: segments are in stored order
+            let xh = p.int16Activations(x)
+            for j in 0..<cols {
+                let s0 = j / seg * seg
+                let mx = xs[s0..<min(s0 + seg, cols)].map { abs($0) }.max()!
+                let k = Int(p.perm![j])
+                #expect(abs(xh[k] - xs[j]) <= mx / 16383 * 0.505, "g\(g) col \(j)")
+            }
+            if qlm_act_i16_supported() == 1 {
+                #expect(p.int16Activations(x, simd: true).map(\.bitPattern) == xh.map(\.bitPattern), "g\(g): SIMD quantiser")
+            }
+            #expect(p.int16Activations([Float](repeating: 0, count: cols)).allSatisfy { $0 == 0 })
+            var bad = x
+            bad[0] = .nan
+            #expect(p.int16Activations(bad).contains { $0.isNaN })
+            if qlm_act_i16_supported() == 1 {
+                defer { Self.restoreDefaults() }
+                _ = qlm_isa_force(QLM_ISA_AVX512)
+                qlm_qgemv_set_act(QLM_ACT_I16)
+                #expect(p.usesInt16(QLM_ISA_AVX512))
+                #expect(p.gemv(QLM_ISA_AVX512, bad).allSatisfy { $0.isNaN }, "NaN in x gives NaN rows")
+                #expect(p.gemv(QLM_ISA_AVX512, [Float](repeating: 0, count: cols)).allSatisfy { $0 == 0 })
+            }
+        }
+    }
+
+    @Test(arguments: [false, true]) func symmetricAndOddGroupSizesWork(int16: Bool) {
+        guard !int16 || qlm_act_i16_supported() == 1 else { return }
         defer { Self.restoreDefaults() }
+        qlm_qgemv_set_act(int16 ? QLM_ACT_I16 : QLM_ACT_F32)
         var rng = Rng(77)
         for isa in Self.supportedISAs {
             for bits in [2, 3, 4, 8] {
@@ -425,8 +542,8 @@ final class QuantKernelTests: HoldsKernelState {
                                             perm: true, outliers: true, symmetric: sym)
                         let x = rng.floats(cols)
                         let w = p.expectedWeights()
-                        let e = Self.maxRelError(p.gemv(isa, x), Self.dot(w, x, rows: rows, cols: cols), w: w, x: x, rows: rows, cols: cols)
-                        #expect(e <= Self.tolerance(cols: cols), "\(Self.name(isa)) affine\(bits) g\(g) sym \(sym) \(rows)x\(cols): \(e)")
+                        let e = Self.maxRelError(p.gemv(isa, x), p.expectedGemv(isa, x), w: w, x: x, rows: rows, cols: cols)
+                        #expect(e <= 2 * Self.tolerance(cols: cols), "\(Self.name(isa)) affine\(bits) g\(g) sym \(sym) \(rows)x\(cols) i16 \(p.usesInt16(isa)): \(e)")
                     }
                 }
             }
@@ -454,7 +571,7 @@ final class QuantKernelTests: HoldsKernelState {
                 #expect(qlm_isa_force(isa) == 0)
                 #expect(p.gemv(nil, x).map(\.bitPattern) == one.map(\.bitPattern), "\(Self.name(isa)) \(cfg): active path")
                 let w = p.expectedWeights()
-                #expect(Self.maxRelError(one, p.gemvRef(x), w: w, x: x, rows: rows, cols: cols) <= Self.tolerance(cols: cols))
+                #expect(Self.maxRelError(one, p.expectedGemv(isa, x), w: w, x: x, rows: rows, cols: cols) <= 2 * Self.tolerance(cols: cols))
             }
         }
     }
@@ -481,7 +598,7 @@ final class QuantKernelTests: HoldsKernelState {
         // Through the table: same as the public entry points.
         let ops = qlm_format_table(QLM_FMT_AFFINE)!.pointee
         var y = [Float](repeating: .nan, count: 9)
-        var scratch = [Float](repeating: 0, count: 192)
+        var scratch = [Float](repeating: 0, count: withUnsafePointer(to: p.m) { qlm_qgemv_scratch_floats($0) })
         withUnsafePointer(to: p.m) { ops.gemv!(qlm_isa_active(), $0, x, &y, &scratch) }
         #expect(y.map(\.bitPattern) == p.gemv(qlm_isa_active(), x).map(\.bitPattern))
     }

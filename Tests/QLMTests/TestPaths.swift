@@ -34,6 +34,7 @@ class HoldsKernelState {
     deinit {
         _ = qlm_isa_force(qlm_isa_best())
         qlm_set_threads(0)
+        qlm_qgemv_set_act(qlm_act_i16_supported() == 1 ? QLM_ACT_I16 : QLM_ACT_F32)
         kernelStateGate.signal()
     }
 }

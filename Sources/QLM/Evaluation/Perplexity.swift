@@ -32,7 +32,7 @@ public struct PerplexityResult: Codable, Sendable {
 
 /// Non-overlapping windows of `seqlen` tokens from token 0 (no BOS), as the protocols prescribe.
 public func evaluatePerplexity(model: LlamaModel, tokens: [Int32], seqlen: Int, maxWindows: Int? = nil,
-                               protocol proto: PerplexityProtocol, dataset: String,
+                               protocol proto: PerplexityProtocol, dataset: String, decodePath: Bool = false,
                                progress: ((_ done: Int, _ total: Int, _ result: PerplexityResult) -> Void)? = nil) throws -> PerplexityResult {
     guard seqlen >= 2 else { throw QLMError.invalidArgument("--seqlen must be at least 2") }
     let available = tokens.count / seqlen
@@ -54,9 +54,22 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int32], seqlen: Int, 
     for w in 0..<nWin {
         let window = Array(tokens[(w * seqlen)..<((w + 1) * seqlen)])
         session.reset()
-        try session.forward(window, logits: false, allHidden: true)
         var winSum = 0.0
-        var r0 = first
+        if decodePath {
+            // One token at a time through the decode kernels (GEMV, integer activations where they
+            // apply), to measure what generation computes; positions before `first` only fill the cache.
+            var nll = 0.0
+            for i in 0..<(seqlen - 1) {
+                try session.forward([window[i]], logits: i >= first)
+                guard i >= first else { continue }
+                var target = window[i + 1]
+                qlm_nll_rows(session.logits.ptr, 1, Int32(V), &target, &nll)
+                winSum += nll; sumSq += nll * nll
+            }
+        } else {
+            try session.forward(window, logits: false, allHidden: true)
+        }
+        var r0 = decodePath ? seqlen - 1 : first
         while r0 < seqlen - 1 {
             let n = min(chunk, seqlen - 1 - r0)
             model.weights.lmHead.gemm(session.hidden + r0 * model.config.hiddenSize, logits.ptr, T: n, scratch: session.qscratch.ptr)

@@ -1,0 +1,250 @@
+// Affine packed GEMV with 16-bit integer activations and VNNI dot products (AVX-512 VNNI + BITALG).
+//
+// Why: with f32 activations every 16 weights cost one table permute and one FMA, so below 4 bits
+// the f32 kernels (qlm_qgemv_x86.c) are bound by vector ops, not by memory. Here the codes stay
+// bytes and vpdpbusd multiplies 64 of them per instruction.
+//
+// Activations (qlm_act_i16_prepare): x (stored order, padded) is cut into segments of 64 values
+// (32 when the group size is 32); each segment gets d = max|x| / 16383 and xi = round(x / d) in
+// [-16383, 16383], split into two signed bytes xi = 128·xh + xl (xh in [-128, 127], xl in [0, 127]).
+// That is 15 bits per value relative to its segment's largest one, so the product differs from
+// the f32 one by far less than the 0.1% perplexity budget (see README: measured through the decode
+// path). Per superblock and row:
+//   acc = dpbusd(0, q, xh); acc <<= 7; acc = dpbusd(acc, q, xl)   (exact: |acc| < 2^25)
+//   y  += cvt(acc) · (s_g · d_seg)
+// and per row, once: y -= Σ_g s_g · z_g · Σ_{j in g} x̂_j (the zero points, from per-group sums of
+// the quantized activations). So the result equals the f32 reference applied to x̂ = d·xi, up to
+// summation order; tests check exactly that (qlm_qgemv_act_i16_roundtrip gives x̂).
+//
+// Code decode per 64-weight superblock into 64 byte lanes, lane j = w[j] (layouts in qlm_quant.h):
+//   2-bit: broadcast the 16 bytes to the four 128-bit lanes, shift 16-bit words by 0/2/4/6, & 3;
+//   4-bit: broadcast the 32 bytes to both halves, shift by 0/4, & 15;
+//   3-bit: the 2-bit plane as above; the 8 high-bit bytes broadcast to every qword and gathered
+//          into a 64-bit lane mask with vpshufbitqmb (BITALG), then + 4 under that mask;
+//   8-bit: the bytes as they are.
+#if defined(__x86_64__) || defined(__i386__)
+#include "qlm_quant_impl.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define QV512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,avx2,fma,f16c")))
+#define QVINL __attribute__((always_inline)) static inline
+
+int qlm_cpu_has_vnni_bitalg(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+// Word shift counts: 2-bit, 128-bit lane k shifts by 2k; 4-bit, 256-bit half h shifts by 4h.
+static const uint16_t qv_sh2[32] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2,
+                                    4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6};
+static const uint16_t qv_sh4[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4};
+// 3-bit: bit position (within the 8 high-bit bytes) of hi(w[j]), j = 16k + i:
+// i < 8 → byte i, bit k; i >= 8 → byte i - 8, bit 4 + k.
+static uint8_t qv_hibit[64];
+// G == 32: lanes 0..7 take entry 2t, lanes 8..15 entry 2t + 1 of a 16-entry scale vector.
+static int32_t qv_pair[8][16];
+
+static void qv_tables_init(void) {
+    for (int j = 0; j < 64; j++) {
+        const int k = j / 16, i = j % 16;
+        qv_hibit[j] = (uint8_t)(i < 8 ? 8 * i + k : 8 * (i - 8) + 4 + k);
+    }
+    for (int t = 0; t < 8; t++)
+        for (int l = 0; l < 16; l++) qv_pair[t][l] = 2 * t + (l >= 8);
+}
+
+QV512 QVINL float qv_hsum(__m512 v) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// 64 codes of one superblock as byte lanes (lane j = w[j]).
+QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
+    if (BITS == 8) return _mm512_loadu_si512((const void *)p);
+    if (BITS == 4) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+        return _mm512_and_si512(_mm512_srlv_epi16(v, _mm512_loadu_si512((const void *)qv_sh4)), _mm512_set1_epi8(15));
+    }
+    const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
+    const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(v, _mm512_loadu_si512((const void *)qv_sh2)), _mm512_set1_epi8(3));
+    if (BITS == 2) return lo;
+    uint64_t h;
+    memcpy(&h, p + 16, 8);
+    const __mmask64 hm = _mm512_bitshuffle_epi64_mask(_mm512_set1_epi64((long long)h),
+                                                      _mm512_loadu_si512((const void *)qv_hibit));
+    return _mm512_mask_add_epi8(lo, hm, lo, _mm512_set1_epi8(4));
+}
+
+// Software prefetch distance as in qlm_qgemv_x86.c: whole 4-row blocks >= 16 KiB ahead, into L2.
+static inline size_t qv_pf_distance(size_t block_bytes) {
+    size_t k = (16384 + block_bytes - 1) / block_bytes;
+    if (k > 8) k = 8;
+    return k * block_bytes;
+}
+
+// GK: 0 = one group per row; -1 = groups of 32; k > 0 = groups of 64·k columns.
+// Segment scales s_g·d are built per chunk of superblocks (16, or 8 for GK = -1) for NR rows.
+QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int GK) {
+    const qlm_qmatrix *m = c->m;
+    const int nsb = c->nsb, ng = c->n_groups, SBB = BITS * 8;
+    const size_t rb = c->rb;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
+    const int8_t *xh = c->xh, *xl = c->xl;
+    const float *xd = c->xd;
+    const size_t pf = qv_pf_distance((size_t)NR * rb);
+    __m512 fv[4], sdr[4];
+    float sd[4][16];
+    for (int i = 0; i < NR; i++) fv[i] = _mm512_setzero_ps();
+    const int CH = GK == -1 ? 8 : 16;
+    for (int b0 = 0; b0 < nsb; b0 += CH) {
+        const int b1 = b0 + CH < nsb ? b0 + CH : nsb;
+        // Scales of this chunk: sd[i][t] = s_{g(b0 + t)} · d_{b0 + t} (GK = -1: sdr[i] lane u = s_{2·b0 + u} · d32_{2·b0 + u}).
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng;
+            if (GK == 0) {
+                const __mmask16 mk = (__mmask16)((1u << (b1 - b0)) - 1u);
+                const __m512 s = _mm512_set1_ps(_cvtsh_ss(sc[0]));
+                _mm512_storeu_ps(sd[i], _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, xd + b0)));
+            } else if (GK == -1) {
+                const int g0 = 2 * b0, n = ng - g0 < 16 ? ng - g0 : 16;  // groups past the row's end: scale 0
+                const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+                const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g0));
+                sdr[i] = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, xd + g0));
+            } else {
+                const int g0 = b0 / GK, n = ng - g0 < 16 ? ng - g0 : 16;
+                const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+                const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g0));
+                const __mmask16 mb = (__mmask16)((1u << (b1 - b0)) - 1u);
+                const __m512i gi = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mb, c->sbgroup + b0), _mm512_set1_epi32(g0));
+                _mm512_storeu_ps(sd[i], _mm512_mul_ps(_mm512_permutexvar_ps(gi, s), _mm512_maskz_loadu_ps(mb, xd + b0)));
+            }
+        }
+        for (int b = b0; b < b1; b++) {
+            if (NR == 4) {
+                const char *p = (const char *)cp + pf + (size_t)b * (size_t)(4 * SBB);
+                for (int o = 0; o < 4 * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+            }
+            const __m512i vh = _mm512_loadu_si512((const void *)(xh + (size_t)b * 64));
+            const __m512i vl = _mm512_loadu_si512((const void *)(xl + (size_t)b * 64));
+            for (int i = 0; i < NR; i++) {
+                const __m512i q = qv_decode(cp + (size_t)i * rb + (size_t)b * (size_t)SBB, BITS);
+                __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, vh);
+                acc = _mm512_slli_epi32(acc, 7);
+                acc = _mm512_dpbusd_epi32(acc, q, vl);
+                const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[b - b0]), sdr[i])
+                                           : _mm512_set1_ps(sd[i][b - b0]);
+                fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, fv[i]);
+            }
+        }
+    }
+    // Zero points: Σ_g s_g · z_g · gsum_g.
+    for (int i = 0; i < NR; i++) {
+        const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng;
+        const uint16_t *zc = m->zeros + (size_t)(r + i) * (size_t)ng;
+        __m512 zacc = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g += 16) {
+            const int n = ng - g < 16 ? ng - g : 16;
+            const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+            const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g));
+            const __m512 z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, zc + g));
+            zacc = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_maskz_loadu_ps(mk, c->gsum + g), zacc);
+        }
+        y[r + i] = qv_hsum(fv[i]) - qv_hsum(zacc);
+    }
+}
+
+QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK);
+    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK);
+}
+
+#define QV_DEF(B)                                                                                                     \
+    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0); }    \
+    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1); }   \
+    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1); }    \
+    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 2); }   \
+    QV512 static void qv_b##B##_gany(const qlm_qctx *c, float *y, int r0, int r1) {                                  \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 4);                                                                    \
+    }
+QV_DEF(2)
+QV_DEF(3)
+QV_DEF(4)
+QV_DEF(8)
+
+int qlm_act_i16_segment(const qlm_qmatrix *m) {
+    return qlm_n_groups(m) > 1 && m->group_size == 32 ? 32 : 64;
+}
+
+qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
+    static int once = 0;
+    if (!__atomic_load_n(&once, __ATOMIC_ACQUIRE)) {  // idempotent: racing initialisers write the same bytes
+        qv_tables_init();
+        __atomic_store_n(&once, 1, __ATOMIC_RELEASE);
+    }
+    if (m->format != QLM_FMT_AFFINE || !m->scales || !m->zeros) return NULL;
+    const int ng = qlm_n_groups(m), g = m->group_size;
+    int gk;
+    if (ng <= 1) gk = 0;
+    else if (g == 32) gk = -1;
+    else if (g % 64 == 0) gk = g / 64;
+    else return NULL;  // other group sizes keep f32 activations
+#define QV_PICK(B)                                                        \
+    case B:                                                               \
+        return gk == 0 ? qv_b##B##_row : gk == -1 ? qv_b##B##_g32         \
+             : gk == 1 ? qv_b##B##_g64 : gk == 2 ? qv_b##B##_g128 : qv_b##B##_gany;
+    switch (m->bits) {
+        QV_PICK(2)
+        QV_PICK(3)
+        QV_PICK(4)
+        QV_PICK(8)
+    default: return NULL;
+    }
+#undef QV_PICK
+}
+
+// AVX-512 twin of the portable activation quantiser in qlm_quant.c (same arithmetic, same bytes).
+QV512 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d,
+                                      int *isum) {
+    const __m512i signmask = _mm512_set1_epi32(0x7FFFFFFF);
+    const __m512 inf = _mm512_set1_ps(__builtin_inff());
+    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg, k++) {
+        __m512 mx = _mm512_setzero_ps();
+        __mmask16 bad = 0;  // NaN or infinite values
+        for (int j = 0; j < seg; j += 16) {
+            const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(xs + s0 + j)), signmask));
+            bad |= _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ);
+            mx = _mm512_max_ps(mx, a);
+        }
+        const float m = _mm512_reduce_max_ps(mx);
+        if (bad || m == 0.0f) {  // no usable scale: zeros, and d = NaN makes the row results NaN
+            d[k] = bad ? __builtin_nanf("") : 0.0f;
+            memset(xh + s0, 0, (size_t)seg);
+            memset(xl + s0, 0, (size_t)seg);
+            isum[k] = 0;
+            continue;
+        }
+        const float inv = 16383.0f / m;
+        d[k] = m / 16383.0f;
+        __m512i tot = _mm512_setzero_si512();
+        for (int j = 0; j < seg; j += 16) {
+            const __m512i xi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + s0 + j), _mm512_set1_ps(inv)));
+            tot = _mm512_add_epi32(tot, xi);
+            _mm_storeu_si128((__m128i *)(xh + s0 + j), _mm512_cvtepi32_epi8(_mm512_srai_epi32(xi, 7)));
+            _mm_storeu_si128((__m128i *)(xl + s0 + j), _mm512_cvtepi32_epi8(_mm512_and_si512(xi, _mm512_set1_epi32(127))));
+        }
+        isum[k] = _mm512_reduce_add_epi32(tot);
+    }
+}
+
+#endif
