@@ -4,8 +4,8 @@
 // the f32 kernels (qlm_qgemv_x86.c) are bound by vector ops, not by memory. Here the codes stay
 // bytes and vpdpbusd multiplies 64 of them per instruction.
 //
-// Activations (qlm_act_i16_prepare): x (stored order, padded) is cut into segments of 64 values
-// (32 when the group size is 32); each segment gets d = max|x| / 16383 and xi = round(x / d) in
+// Activations (qlm_act_i16_prepare): x (stored order, padded) is cut into segments of 128 values
+// (one group per row, or groups of 128·k), 64 (other groups of 64·k) or 32 (groups of 32); each segment gets d = max|x| / 16383 and xi = round(x / d) in
 // [-16383, 16383], split into two signed bytes xi = 128·xh + xl (xh in [-128, 127], xl in [0, 127]).
 // That is 15 bits per value relative to its segment's largest one, so the product differs from
 // the f32 one by far less than the 0.1% perplexity budget (see README: measured through the decode
@@ -92,11 +92,33 @@ static inline size_t qv_pf_distance(size_t block_bytes) {
     return k * block_bytes;
 }
 
-// GK: 0 = one group per row; -1 = groups of 32; k > 0 = groups of 64·k columns.
-// Segment scales s_g·d are built per chunk of superblocks (16, or 8 for GK = -1) for NR rows.
-QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int GK) {
+// One row's integer dot over segment t: SPS (1 or 2) superblocks; `two` = 0 when a 2-superblock
+// segment is cut short by the end of the row.
+QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i vh[2], const __m512i vl[2], const int BITS,
+                                   const int two) {
+    const int SBB = BITS * 8;
+    const __m512i q0 = qv_decode(cp + (size_t)b * (size_t)SBB, BITS);
+    __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, vh[0]);
+    if (two) {
+        const __m512i q1 = qv_decode(cp + (size_t)(b + 1) * (size_t)SBB, BITS);
+        acc = _mm512_dpbusd_epi32(acc, q1, vh[1]);
+        acc = _mm512_slli_epi32(acc, 7);
+        acc = _mm512_dpbusd_epi32(acc, q0, vl[0]);
+        return _mm512_dpbusd_epi32(acc, q1, vl[1]);
+    }
+    acc = _mm512_slli_epi32(acc, 7);
+    return _mm512_dpbusd_epi32(acc, q0, vl[0]);
+}
+
+// SPS: superblocks per activation segment (2: segments of 128 columns, one group per row or
+// groups of 128·k; 1: segments of 64 or, for groups of 32, of 32).
+// GK: 0 = one group per row; -1 = groups of 32; k > 0 = k segments per group.
+// Segment scales s_g·d are built per chunk of 16 segments (8 superblocks for GK = -1) for NR rows.
+QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int GK,
+                               const int SPS) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups, SBB = BITS * 8;
+    const int nseg = (nsb + SPS - 1) / SPS;
     const size_t rb = c->rb;
     const uint8_t *cp = m->codes + (size_t)r * rb;
     const int8_t *xh = c->xh, *xl = c->xl;
@@ -106,43 +128,48 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     float sd[4][16];
     for (int i = 0; i < NR; i++) fv[i] = _mm512_setzero_ps();
     const int CH = GK == -1 ? 8 : 16;
-    for (int b0 = 0; b0 < nsb; b0 += CH) {
-        const int b1 = b0 + CH < nsb ? b0 + CH : nsb;
-        // Scales of this chunk: sd[i][t] = s_{g(b0 + t)} · d_{b0 + t} (GK = -1: sdr[i] lane u = s_{2·b0 + u} · d32_{2·b0 + u}).
+    for (int t0 = 0; t0 < nseg; t0 += CH) {
+        const int t1 = t0 + CH < nseg ? t0 + CH : nseg;
+        // Scales of this chunk: sd[i][u] = s_{g(t0 + u)} · d_{t0 + u} (GK = -1: sdr[i] lane u = s_{2·t0 + u} · d32_{2·t0 + u}).
         for (int i = 0; i < NR; i++) {
             const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng;
             if (GK == 0) {
-                const __mmask16 mk = (__mmask16)((1u << (b1 - b0)) - 1u);
+                const __mmask16 mk = (__mmask16)((1u << (t1 - t0)) - 1u);
                 const __m512 s = _mm512_set1_ps(_cvtsh_ss(sc[0]));
-                _mm512_storeu_ps(sd[i], _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, xd + b0)));
+                _mm512_storeu_ps(sd[i], _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, xd + t0)));
             } else if (GK == -1) {
-                const int g0 = 2 * b0, n = ng - g0 < 16 ? ng - g0 : 16;  // groups past the row's end: scale 0
+                const int g0 = 2 * t0, n = ng - g0 < 16 ? ng - g0 : 16;  // groups past the row's end: scale 0
                 const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
                 const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g0));
                 sdr[i] = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, xd + g0));
             } else {
-                const int g0 = b0 / GK, n = ng - g0 < 16 ? ng - g0 : 16;
+                const int g0 = t0 / GK, n = ng - g0 < 16 ? ng - g0 : 16;
                 const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
                 const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g0));
-                const __mmask16 mb = (__mmask16)((1u << (b1 - b0)) - 1u);
-                const __m512i gi = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mb, c->sbgroup + b0), _mm512_set1_epi32(g0));
-                _mm512_storeu_ps(sd[i], _mm512_mul_ps(_mm512_permutexvar_ps(gi, s), _mm512_maskz_loadu_ps(mb, xd + b0)));
+                const __mmask16 mb = (__mmask16)((1u << (t1 - t0)) - 1u);
+                const __m512i gi = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mb, c->seggroup + t0), _mm512_set1_epi32(g0));
+                _mm512_storeu_ps(sd[i], _mm512_mul_ps(_mm512_permutexvar_ps(gi, s), _mm512_maskz_loadu_ps(mb, xd + t0)));
             }
         }
-        for (int b = b0; b < b1; b++) {
+        for (int t = t0; t < t1; t++) {
+            const int b = t * SPS, two = SPS == 2 && b + 1 < nsb;
             if (NR == 4) {
                 const char *p = (const char *)cp + pf + (size_t)b * (size_t)(4 * SBB);
-                for (int o = 0; o < 4 * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+                for (int o = 0; o < 4 * SBB * SPS; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
             }
-            const __m512i vh = _mm512_loadu_si512((const void *)(xh + (size_t)b * 64));
-            const __m512i vl = _mm512_loadu_si512((const void *)(xl + (size_t)b * 64));
+            __m512i vh[2], vl[2];
+            vh[0] = _mm512_loadu_si512((const void *)(xh + (size_t)b * 64));
+            vl[0] = _mm512_loadu_si512((const void *)(xl + (size_t)b * 64));
+            if (SPS == 2) {  // (a segment cut short has zero activations past the row: never read)
+                vh[1] = two ? _mm512_loadu_si512((const void *)(xh + (size_t)b * 64 + 64)) : _mm512_setzero_si512();
+                vl[1] = two ? _mm512_loadu_si512((const void *)(xl + (size_t)b * 64 + 64)) : _mm512_setzero_si512();
+            }
             for (int i = 0; i < NR; i++) {
-                const __m512i q = qv_decode(cp + (size_t)i * rb + (size_t)b * (size_t)SBB, BITS);
-                __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, vh);
-                acc = _mm512_slli_epi32(acc, 7);
-                acc = _mm512_dpbusd_epi32(acc, q, vl);
-                const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[b - b0]), sdr[i])
-                                           : _mm512_set1_ps(sd[i][b - b0]);
+                const uint8_t *row = cp + (size_t)i * rb;
+                const __m512i acc = (SPS == 2 && two) ? qv_segment_dot(row, b, vh, vl, BITS, 1)
+                                                      : qv_segment_dot(row, b, vh, vl, BITS, 0);
+                const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[t - t0]), sdr[i])
+                                           : _mm512_set1_ps(sd[i][t - t0]);
                 fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, fv[i]);
             }
         }
@@ -163,28 +190,28 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     }
 }
 
-QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK) {
+QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK, const int SPS) {
     int r = r0;
-    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK);
-    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK);
+    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS);
+    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS);
 }
 
-#define QV_DEF(B)                                                                                                     \
-    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0); }    \
-    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1); }   \
-    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1); }    \
-    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 2); }   \
-    QV512 static void qv_b##B##_gany(const qlm_qctx *c, float *y, int r0, int r1) {                                  \
-        qv_rows(c, y, r0, r1, B, c->gchunks / 4);                                                                    \
+// row / g32 / g64 / g128 (one segment per group) / groups of 128·k (k segments) / groups of 64·k, k odd.
+#define QV_DEF(B)                                                                                                       \
+    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0, 2); }   \
+    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1, 1); }  \
+    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 1); }   \
+    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 2); }  \
+    QV512 static void qv_b##B##_g128k(const qlm_qctx *c, float *y, int r0, int r1) {                                   \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 8, 2);                                                                   \
+    }                                                                                                                  \
+    QV512 static void qv_b##B##_g64k(const qlm_qctx *c, float *y, int r0, int r1) {                                    \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1);                                                                   \
     }
 QV_DEF(2)
 QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
-
-int qlm_act_i16_segment(const qlm_qmatrix *m) {
-    return qlm_n_groups(m) > 1 && m->group_size == 32 ? 32 : 64;
-}
 
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     static int once = 0;
@@ -194,15 +221,20 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     }
     if (m->format != QLM_FMT_AFFINE || !m->scales || !m->zeros) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
-    int gk;
-    if (ng <= 1) gk = 0;
-    else if (g == 32) gk = -1;
-    else if (g % 64 == 0) gk = g / 64;
+    int kind;  // 0 row, 1 g32, 2 g64, 3 g128, 4 groups of 128·k, 5 groups of 64·k (k odd)
+    if (ng <= 1) kind = 0;
+    else if (g == 32) kind = 1;
+    else if (g == 64) kind = 2;
+    else if (g == 128) kind = 3;
+    else if (g % 128 == 0) kind = 4;
+    else if (g % 64 == 0) kind = 5;
     else return NULL;  // other group sizes keep f32 activations
-#define QV_PICK(B)                                                        \
-    case B:                                                               \
-        return gk == 0 ? qv_b##B##_row : gk == -1 ? qv_b##B##_g32         \
-             : gk == 1 ? qv_b##B##_g64 : gk == 2 ? qv_b##B##_g128 : qv_b##B##_gany;
+#define QV_PICK(B)                                                                   \
+    case B: {                                                                        \
+        static const qlm_qrows_fn fns[6] = {qv_b##B##_row, qv_b##B##_g32, qv_b##B##_g64, \
+                                            qv_b##B##_g128, qv_b##B##_g128k, qv_b##B##_g64k}; \
+        return fns[kind];                                                            \
+    }
     switch (m->bits) {
         QV_PICK(2)
         QV_PICK(3)
@@ -218,7 +250,9 @@ QV512 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, in
                                       int *isum) {
     const __m512i signmask = _mm512_set1_epi32(0x7FFFFFFF);
     const __m512 inf = _mm512_set1_ps(__builtin_inff());
-    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg, k++) {
+    const int seg_full = seg;
+    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg_full, k++) {
+        seg = cols_pad - s0 < seg_full ? cols_pad - s0 : seg_full;  // the last one may be short
         __m512 mx = _mm512_setzero_ps();
         __mmask16 bad = 0;  // NaN or infinite values
         for (int j = 0; j < seg; j += 16) {

@@ -344,11 +344,12 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
 static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
 
 // Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad bytes each]
-// [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [sbgroup: nsb ints].
+// [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [seggroup: cols_pad/32 ints] (at most
+// cols_pad/32 activation segments).
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
     if (m->cols <= 0) return 0;
     const size_t cp = (size_t)round_up64(m->cols);
-    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 64;
+    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,6 +361,13 @@ int qlm_act_i16_supported(void) {
 #else
     return 0;
 #endif
+}
+
+// Segments of 128 values where a group holds whole segments of 128 (or the row is one group),
+// else 64 (groups of 64·k), else 32 (groups of 32). The last segment of a row may be short.
+int qlm_act_i16_segment(const qlm_qmatrix *m) {
+    if (qlm_n_groups(m) <= 1) return 128;
+    return m->group_size % 128 == 0 ? 128 : m->group_size % 64 == 0 ? 64 : 32;
 }
 
 static _Atomic int g_act = -1;  // -1: not yet resolved
@@ -393,8 +401,10 @@ void qlm_qgemv_set_act(qlm_act a) {
 
 // Portable twin of qlm_act_i16_prepare_avx512 (identical bytes): per segment of `seg` values,
 // d = max|x| / 16383, xi = round-to-nearest-even(x · (16383 / max|x|)), xh = xi >> 7, xl = xi & 127.
-static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum) {
-    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg, k++) {
+// The last segment may be shorter (cols_pad - s0, a multiple of 32).
+static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int8_t *xh, int8_t *xl, float *d, int *isum) {
+    for (int s0 = 0, k = 0; s0 < cols_pad; s0 += seg_full, k++) {
+        const int seg = cols_pad - s0 < seg_full ? cols_pad - s0 : seg_full;
         float mx = 0.0f;
         int bad = 0;
         for (int j = 0; j < seg; j++) {
@@ -422,10 +432,10 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg, int8_t *
     }
 }
 
-// Fills c->xh/xl/xd/gsum/sbgroup from c->xs, using scratch past the first cols_pad floats.
+// Fills c->xh/xl/xd/gsum/seggroup from c->xs, using scratch past the first cols_pad floats.
 static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
     const qlm_qmatrix *m = c->m;
-    const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = cp / seg, ng = c->n_groups;
+    const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
     int8_t *xh = (int8_t *)(void *)(scratch + cp);
     int8_t *xl = xh + cp;
     float *d = scratch + cp + cp / 2;
@@ -445,13 +455,13 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
         if (g > ng - 1) g = ng - 1;  // the last group also covers the padding
         gsum[g] += d[k] * (float)isum[k];
     }
-    const int k64 = gsz / 64;
-    for (int b = 0; b < c->nsb; b++) sbg[b] = ng > 1 && k64 > 0 ? b / k64 : 0;
+    const int kseg = gsz / seg;  // segments per group (groups of 64·k)
+    for (int k = 0; k < nseg; k++) sbg[k] = ng > 1 && kseg > 0 ? k / kseg : 0;
     c->xh = xh;
     c->xl = xl;
     c->xd = d;
     c->gsum = gsum;
-    c->sbgroup = sbg;
+    c->seggroup = sbg;
 }
 
 int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m) {
@@ -547,7 +557,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     }
     c.xh = c.xl = NULL;
     c.xd = c.gsum = NULL;
-    c.sbgroup = NULL;
+    c.seggroup = NULL;
     qlm_qrows_fn fn = NULL;
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == QLM_ISA_AVX512 && m->format == QLM_FMT_AFFINE && qlm_qgemv_act() == QLM_ACT_I16 &&

@@ -19,7 +19,7 @@ typedef struct {
     const int8_t *xh, *xl;  // [cols_pad] xs quantised per segment: xi = 128·xh + xl
     const float *xd;        // [cols_pad / seg] segment scales: x̂ = xd · xi
     const float *gsum;      // [n_groups] Σ x̂ over each group (zero-point term)
-    const int32_t *sbgroup; // [nsb] group of each superblock (groups of 64·k columns)
+    const int32_t *seggroup; // [segments] group of each activation segment (groups of 64·k columns)
 } qlm_qctx;
 
 // Computes the dense part y[r] = W_stored[r] · xs for r in [r0, r1) (outliers are added by the
@@ -43,7 +43,7 @@ qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m);
 // Integer activations (qlm_qgemv_vnni.c; x86 only).
 int qlm_cpu_has_vnni_bitalg(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
-int qlm_act_i16_segment(const qlm_qmatrix *m);           // 32 (groups of 32) or 64 columns per scale
+int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
 
 // Bytes of one 64-weight superblock for `bits` (2 → 16, 3 → 24, 4 → 32, 8 → 64), 0 if unsupported.

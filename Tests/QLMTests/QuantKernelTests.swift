@@ -124,10 +124,12 @@ final class QuantKernelTests: HoldsKernelState {
         func gemv(_ isa: qlm_isa?, _ x: [Float]) -> [Float] {
             var y = [Float](repeating: .nan, count: rows)  // a row left unwritten stays NaN
             let n = withUnsafePointer(to: m) { qlm_qgemv_scratch_floats($0) }
-            var scratch = [Float](repeating: .nan, count: max(n, 1))
+            // 8 canary floats past the advertised scratch: a kernel writing beyond it fails here.
+            var scratch = [Float](repeating: .nan, count: n) + [Float](repeating: 12345, count: 8)
             withUnsafePointer(to: m) { mp in
                 if let isa { qlm_qgemv_isa(isa, mp, x, &y, &scratch) } else { qlm_qgemv(mp, x, &y, &scratch) }
             }
+            #expect(scratch[n...].allSatisfy { $0 == 12345 }, "GEMV wrote past its \(n)-float scratch")
             return y
         }
 
@@ -438,7 +440,7 @@ final class QuantKernelTests: HoldsKernelState {
         var rng = Rng(UInt64(isa.rawValue) + (int16 ? 7 : 0) + 101)
         var failures = 0, intRuns = 0
         var cfgs = Self.configs
-        if int16 { for b in [2, 3, 4, 8] { cfgs.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: 256)) } }
+        if int16 { for b in [2, 3, 4, 8] { for g in [192, 256] { cfgs.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: g)) } } }
         let cols = int16 ? Self.testCols + [1100, 1536] : Self.testCols
         for cfg in cfgs {
             for rows in Self.testRows {
@@ -501,7 +503,7 @@ final class QuantKernelTests: HoldsKernelState {
             let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: g == 1 << 30 ? nil : g, rows: 2, cols: cols, perm: true)
             var x = rng.floats(cols).map { $0 * 3 }
             x[rng.below(cols)] = 250
-            let seg = g == 32 ? 32 : 64
+            let seg = g == 32 ? 32 : g == 64 ? 64 : 128  // qlm_act_i16_segment
             let xs = (0..<cols).map { x[Int(p.perm![$0])] }  // stored order: segments are in stored order
             let xh = p.int16Activations(x)
             for j in 0..<cols {
