@@ -13,8 +13,41 @@
 #   full512  — all 595 windows at seqlen 512.
 # Each finished step appends a line to RESULTS_DIR/grid.tsv:
 #   name  phase  ppl  se  total_bpw  linear_bpw  quantize_s  floor_s
+#
+#   bash Models/results-grid.sh table [RESULTS_DIR]   prints the README's markdown table from grid.tsv
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "table" ]; then
+  python3 - "${2:-Models/results}/grid.tsv" <<'EOF'
+import sys, collections
+rows = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    if len(f) < 8: continue
+    name, phase, ppl, se, tb, lb, qs, fl = f
+    r = rows.setdefault(name, {})
+    r[phase] = (float(ppl), float(se)); r["bpw"] = (float(tb), float(lb)); r["time"] = (float(qs), float(fl))
+methods = [("rtn", "RTN"), ("gptq", "GPTQ"), ("leanquant-affine", "LeanQuant affine"), ("leanquant-lut", "LeanQuant LUT"),
+           ("quantease", "QuantEase"), ("quantease-out", "QuantEase + 1% outliers")]
+settings = [("w4-row", "W4 per row"), ("w4-g128", "W4 g128"), ("w3-row", "W3 per row"), ("w3-g128", "W3 g128"),
+            ("w2-g64", "W2 g64"), ("w2-row", "W2 per row")]
+def fmt(v):
+    if v is None: return "—"
+    p, se = v
+    return ("%.0f" % p) if p >= 1000 else ("%.2f ± %.2f" % (p, se))
+print("| method | setting | bpw linears / all | PPL 8 × 2048 | PPL 148 × 2048 | PPL 595 × 512 | quantize s | × floor |")
+print("|---|---|---|---|---|---|---|---|")
+for sk, sn in settings:
+    for mk, mn in methods:
+        r = rows.get("%s-%s" % (mk, sk))
+        if r is None: continue
+        qs, fl = r["time"]
+        ratio = "%.2f" % (qs / fl) if fl > 0 else "—"
+        print("| %s | %s | %.2f / %.2f | %s | %s | %s | %.0f | %s |" % (mn, sn, r["bpw"][1], r["bpw"][0], fmt(r.get("quick")),
+              fmt(r.get("full2048")), fmt(r.get("full512")), qs, ratio))
+EOF
+  exit 0
+fi
 R=${1:-Models/results}
 Q=${QLM:-.build/release/qlm}
 M=${MODEL:-Models/SmolLM2-135M-Instruct.Q4_1.gguf}
