@@ -41,7 +41,7 @@ struct ModelOptions: ParsableArguments {
             let c = m.config
             printErr(String(format: "loaded %@ (%@): %d layers, d=%d, %d heads / %d kv, vocab %d, %.2f s, %d threads, %@",
                             model, m.checkpoint.format.rawValue, c.numLayers, c.hiddenSize, c.numHeads, c.numKVHeads,
-                            c.vocabSize, Date().timeIntervalSince(t0), qlm_get_threads(), String(cString: qlm_isa_name(qlm_isa_active()))))
+                            c.vocabSize, Date().timeIntervalSince(t0), qlm_get_threads(), activeKernelPath()))
         }
         return m
     }

@@ -78,7 +78,7 @@ public func runBench(model: LlamaModel, name: String, promptTokens: Int, decodeT
     lat.sort()
     let p = MeanSD(prefill), d = MeanSD(decode)
     let wb = model.weights.weightBytesPerToken
-    return BenchResult(model: name, threads: Int(qlm_get_threads()), isa: String(cString: qlm_isa_name(qlm_isa_active())),
+    return BenchResult(model: name, threads: Int(qlm_get_threads()), isa: activeKernelPath(),
                        promptTokens: promptTokens, decodeTokens: decodeTokens, repetitions: repetitions,
                        prefill_tps: p.mean, prefill_tps_sd: p.sd, decode_tps: d.mean, decode_tps_sd: d.sd,
                        decode_ms_p50: percentile(lat, 50), decode_ms_p90: percentile(lat, 90), decode_ms_p99: percentile(lat, 99),

@@ -1,4 +1,5 @@
 import Foundation
+import QLMKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -48,4 +49,12 @@ public func formatDuration(_ s: Double) -> String {
     guard s.isFinite, s >= 0 else { return "--:--" }
     let t = Int(s.rounded())
     return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+}
+
+/// The kernel path in use, as printed by `bench` and the "loaded" line: the ISA, plus "+i16" when
+/// the affine decode GEMV runs with integer activations (AVX-512 VNNI, `QLM_ACT`).
+public func activeKernelPath() -> String {
+    let isa = qlm_isa_active()
+    let name = String(cString: qlm_isa_name(isa))
+    return isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 ? name + "+i16" : name
 }
