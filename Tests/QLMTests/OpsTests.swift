@@ -74,7 +74,7 @@ final class OpsTests: HoldsKernelState {
         var rng = SeededRNG(seed: UInt64(heads * 100 + hd))
         for isa in Self.isas {
             withISA(isa) {
-                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (20, 0), (300, 0), (33, 270)] {
+                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (4, 60), (1, 300), (20, 0), (300, 0), (33, 270)] {
                     let ctx = pos0 + T
                     let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng), v = random(ctx * kvHeads * hd, &rng)
                     let ref = referenceAttention(q: q, k: k, v: v, T: T, pos0: pos0, heads: heads, kvHeads: kvHeads, hd: hd)

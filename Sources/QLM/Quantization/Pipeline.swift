@@ -140,6 +140,9 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         }
     }
 
+    // Checkpoints are written (and fsynced) in the background while the next block computes.
+    let checkpointWriter = BackgroundCheckpointWriter(state, floats: M * d)
+    defer { try? checkpointWriter.wait() }
     var tForward = 0.0, tHessian = 0.0, tSolver = 0.0
     func timed<T>(_ acc: inout Double, _ f: () throws -> T) rethrows -> T {
         let s = Date(); defer { acc += Date().timeIntervalSince(s) }; return try f()
@@ -239,11 +242,16 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         }
         results += blockResults
         tensors += blockTensors
-        try state.save(blocks: b + 1, x: buf.x.ptr, count: M * d, blockMatrices: blockResults, tensors: tensors)
-        if let stop = job.stopAfterBlocks, b + 1 >= stop { throw QLMError.invalidArgument("stopped after block \(b + 1) (test hook)") }
+        try checkpointWriter.save(blocks: b + 1, x: buf.x.ptr, count: M * d, blockMatrices: blockResults, tensors: tensors)
+        if let stop = job.stopAfterBlocks, b + 1 >= stop {
+            try checkpointWriter.wait()
+            throw QLMError.invalidArgument("stopped after block \(b + 1) (test hook)")
+        }
         log?(String(format: "block %d/%d: forward %.1f s, hessian %.1f s, solver %.1f s, elapsed %.1f s",
                     b + 1, c.numLayers, tForward, tHessian, tSolver, Date().timeIntervalSince(t0)))
     }
+
+    try checkpointWriter.wait()
 
     // The embedding / output head is not a GPTQ layer: it gets RTN at its own precision.
     var heads: [(String, Linear)] = [("model.embed_tokens", w.embed)]
@@ -276,6 +284,38 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
     return manifest
 }
 
+/// Writes block checkpoints on a background queue from a snapshot of the activations, one at a time:
+/// `save` waits for the previous write (rethrowing its error), copies x, and returns. A kill at any
+/// moment leaves the last complete checkpoint (its state.json is written after its files).
+final class BackgroundCheckpointWriter {
+    private let dir: CheckpointDir
+    private let snapshot: FloatBuffer
+    private let queue = DispatchQueue(label: "qlm.checkpoint")
+    private let group = DispatchGroup()
+    private var failure: Error?   // set on the queue, read after group.wait()
+
+    init(_ dir: CheckpointDir, floats: Int) {
+        self.dir = dir
+        snapshot = FloatBuffer(count: floats)
+    }
+
+    func save(blocks: Int, x: UnsafePointer<Float>, count: Int, blockMatrices: [(String, QuantizedMatrix)],
+              tensors: [QuantizedManifest.Tensor]) throws {
+        try wait()
+        snapshot.ptr.update(from: x, count: count)
+        let dir = self.dir, snap = snapshot
+        queue.async(group: group) { [self] in
+            do { try dir.save(blocks: blocks, x: snap.ptr, count: count, blockMatrices: blockMatrices, tensors: tensors) } catch { failure = error }
+        }
+    }
+
+    /// Waits for the write in flight; throws its error, if any.
+    func wait() throws {
+        group.wait()
+        if let e = failure { failure = nil; throw e }
+    }
+}
+
 /// Per-block checkpoint for --resume: `<out>.partial/` with the job fingerprint, the number of
 /// finished blocks, the activations after them, and their quantized matrices. Each file is
 /// replaced atomically, and the state file is written last.
@@ -299,7 +339,9 @@ struct CheckpointDir {
         try w.write(to: path + "/block-\(blocks - 1).qlmw")
         // Activations are versioned by block so a kill between these writes leaves the previous
         // state.json pointing at files that still exist.
-        try writeFileAtomically(path + "/activations-\(blocks).f32") { try $0.write(contentsOf: Data(bytes: x, count: count * 4)) }
+        try writeFileAtomically(path + "/activations-\(blocks).f32") {
+            try $0.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: x), count: count * 4, deallocator: .none))
+        }
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let st = try enc.encode(State(fingerprint: fingerprint, blocks: blocks, tensors: tensors))
