@@ -17,6 +17,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include "qlm_x86_common.h"
 #define QLM_X86 1
 #endif
 #if defined(__aarch64__)
@@ -156,14 +157,6 @@ __attribute__((target("avx2,fma"))) static void gemv_rows_avx2(const float *W, c
 // ---------------------------------------------------------------------------------------------
 #define QLM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 
-QLM_AVX512 static inline float hsum512(__m512 v) {
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 QLM_AVX512 static void gemv_rows_avx512(const float *W, const float *x, float *y, int r0, int r1,
                                         int cols) {
@@ -217,10 +210,10 @@ QLM_AVX512 static void gemv_rows_avx512(const float *W, const float *x, float *y
             b2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, w2 + j), xa, b2);
             b3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, w3 + j), xa, b3);
         }
-        y[r + 0] = hsum512(_mm512_add_ps(a0, b0));
-        y[r + 1] = hsum512(_mm512_add_ps(a1, b1));
-        y[r + 2] = hsum512(_mm512_add_ps(a2, b2));
-        y[r + 3] = hsum512(_mm512_add_ps(a3, b3));
+        y[r + 0] = qlm_hsum512(_mm512_add_ps(a0, b0));
+        y[r + 1] = qlm_hsum512(_mm512_add_ps(a1, b1));
+        y[r + 2] = qlm_hsum512(_mm512_add_ps(a2, b2));
+        y[r + 3] = qlm_hsum512(_mm512_add_ps(a3, b3));
     }
     for (; r < r1; r++) {  // same operation order as one row above
         const float *w0 = W + (size_t)r * cols;
@@ -236,7 +229,7 @@ QLM_AVX512 static void gemv_rows_avx512(const float *W, const float *x, float *y
         }
         if (tail)
             b0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, w0 + j), _mm512_maskz_loadu_ps(tm, x + j), b0);
-        y[r] = hsum512(_mm512_add_ps(a0, b0));
+        y[r] = qlm_hsum512(_mm512_add_ps(a0, b0));
     }
 }
 #endif  // QLM_X86

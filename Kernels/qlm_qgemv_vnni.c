@@ -24,6 +24,7 @@
 //   8-bit: the bytes as they are.
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
+#include "qlm_x86_common.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -59,14 +60,6 @@ static void qv_tables_init(void) {
         for (int l = 0; l < 16; l++) qv_pair[t][l] = 2 * t + (l >= 8);
 }
 
-QV512 QVINL float qv_hsum(__m512 v) {
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // 64 codes of one superblock as byte lanes (lane j = w[j]).
 QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
@@ -85,12 +78,6 @@ QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
     return _mm512_mask_add_epi8(lo, hm, lo, _mm512_set1_epi8(4));
 }
 
-// Software prefetch distance as in qlm_qgemv_x86.c: whole 4-row blocks >= 16 KiB ahead, into L2.
-static inline size_t qv_pf_distance(size_t block_bytes) {
-    size_t k = (16384 + block_bytes - 1) / block_bytes;
-    if (k > 8) k = 8;
-    return k * block_bytes;
-}
 
 // One row's integer dot over segment t: SPS (1 or 2) superblocks; `two` = 0 when a 2-superblock
 // segment is cut short by the end of the row.
@@ -123,7 +110,7 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const uint8_t *cp = m->codes + (size_t)r * rb;
     const int8_t *xh = c->xh, *xl = c->xl;
     const float *xd = c->xd;
-    const size_t pf = qv_pf_distance((size_t)NR * rb);
+    const size_t pf = qlm_pf_distance((size_t)NR * rb);
     __m512 fv[4], sdr[4];
     float sd[4][16];
     for (int i = 0; i < NR; i++) fv[i] = _mm512_setzero_ps();
@@ -186,7 +173,7 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
             const __m512 z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, zc + g));
             zacc = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_maskz_loadu_ps(mk, c->gsum + g), zacc);
         }
-        y[r + i] = qv_hsum(fv[i]) - qv_hsum(zacc);
+        y[r + i] = qlm_hsum512(fv[i]) - qlm_hsum512(zacc);
     }
 }
 

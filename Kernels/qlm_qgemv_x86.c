@@ -26,6 +26,7 @@
 // one FMA per 16 weights at the least, f32 activations), not by DRAM, below about 4 bits/weight.
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
+#include "qlm_x86_common.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -47,33 +48,11 @@ static inline const float *iota_for(int bits) {
     return bits == 2 ? qlm_iota2 : bits == 3 ? qlm_iota3 : qlm_iota4;
 }
 
-// Software prefetch (into L2: an L1 prefetch this far ahead would evict the lines still in use)
-// distance in bytes: whole NR-row blocks, at least QLM_QPF_MIN bytes ahead, at most QLM_QPF_MAXBLK blocks.
-#ifndef QLM_QPF_MIN
-#define QLM_QPF_MIN 16384
-#endif
-#ifndef QLM_QPF_MAXBLK
-#define QLM_QPF_MAXBLK 8
-#endif
-static inline size_t pf_distance(size_t block_bytes) {
-    size_t k = (QLM_QPF_MIN + block_bytes - 1) / block_bytes;
-    if (k > QLM_QPF_MAXBLK) k = QLM_QPF_MAXBLK;
-    return k * block_bytes;
-}
-
 enum { KIND_AFFINE = 0, KIND_LUT = 1 };
 
 // =============================================================================================
 // AVX-512
 // =============================================================================================
-Q512 QINL float hsum512(__m512 v) {
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Indices of the four 16-weight chunks of one superblock (codes in the low bits, for bits <= 4
 // possibly junk above them; for 8-bit the exact codes).
@@ -227,7 +206,7 @@ Q512 QINL void q512_prefetch(const qlm_qctx *c, int r, int b, const int NR, cons
     if (NR != 4) return;
     const int SBB = BITS * 8;
     const size_t blk = (size_t)NR * c->rb;
-    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + pf_distance(blk) + (size_t)b * (size_t)(NR * SBB);
+    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + qlm_pf_distance(blk) + (size_t)b * (size_t)(NR * SBB);
     for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
 }
 
@@ -267,7 +246,7 @@ Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const in
             q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, GC);
         }
     }
-    for (int i = 0; i < NR; i++) y[r + i] = hsum512(_mm512_add_ps(st.acc0[i], st.acc1[i]));
+    for (int i = 0; i < NR; i++) y[r + i] = qlm_hsum512(_mm512_add_ps(st.acc0[i], st.acc1[i]));
 }
 
 Q512 QINL void qrows512(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int KIND, const int GC) {
@@ -287,7 +266,7 @@ Q512 QINL void f16rows512_block(const qlm_qctx *c, float *y, const int r, const 
     const int main32 = cols & ~31, main16 = cols & ~15, tail = cols & 15;
     const size_t rbytes = (size_t)2 * (size_t)cols;
     const int pf_on = NR == 4;
-    const char *pf = (const char *)w0 + pf_distance((size_t)NR * rbytes);
+    const char *pf = (const char *)w0 + qlm_pf_distance((size_t)NR * rbytes);
     int j = 0;
     for (; j < main32; j += 32) {
         if (pf_on) {  // 4 rows x 64 bytes consumed
@@ -318,7 +297,7 @@ Q512 QINL void f16rows512_block(const qlm_qctx *c, float *y, const int r, const 
             acc1[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tm, w)), xa, acc1[i]);
         }
     }
-    for (int i = 0; i < NR; i++) y[r + i] = hsum512(_mm512_add_ps(acc0[i], acc1[i]));
+    for (int i = 0; i < NR; i++) y[r + i] = qlm_hsum512(_mm512_add_ps(acc0[i], acc1[i]));
 }
 
 Q512 static void f16rows512(const qlm_qctx *c, float *y, int r0, int r1) {
@@ -623,7 +602,7 @@ Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c
 Q256 QINL void q256_prefetch(const qlm_qctx *c, int r, int b, const int NR, const int BITS) {
     if (NR != 4) return;
     const int SBB = BITS * 8;
-    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + pf_distance((size_t)NR * c->rb) +
+    const char *p = (const char *)c->m->codes + (size_t)r * c->rb + qlm_pf_distance((size_t)NR * c->rb) +
                     (size_t)b * (size_t)(NR * SBB);
     for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
 }
@@ -680,7 +659,7 @@ Q256 QINL void f16rows256_block(const qlm_qctx *c, float *y, const int r, const 
     for (int i = 0; i < NR; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
     const int main16 = cols & ~15, main8 = cols & ~7, tail = cols & 7;
     const int pf_on = NR == 4;
-    const char *pf = (const char *)w0 + pf_distance((size_t)NR * 2 * (size_t)cols);
+    const char *pf = (const char *)w0 + qlm_pf_distance((size_t)NR * 2 * (size_t)cols);
     int j = 0;
     for (; j < main16; j += 16) {
         if (pf_on) {  // 4 rows x 32 bytes consumed

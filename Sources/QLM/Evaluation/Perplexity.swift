@@ -60,7 +60,7 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int32], seqlen: Int, 
             // apply), to measure what generation computes; positions before `first` only fill the cache.
             var nll = 0.0
             for i in 0..<(seqlen - 1) {
-                try session.forward([window[i]], logits: i >= first)
+                try window.withUnsafeBufferPointer { try session.forward(UnsafeBufferPointer(rebasing: $0[i...i]), logits: i >= first) }
                 guard i >= first else { continue }
                 var target = window[i + 1]
                 qlm_nll_rows(session.logits.ptr, 1, Int32(V), &target, &nll)
