@@ -91,9 +91,8 @@ QINL void qrows_neon_block(const qlm_qctx *c, float *y, const int r, const int N
     for (int i = 0; i < NR; i++) {
         for (int j = 0; j < 4; j++) acc[i][j] = vdupq_n_f32(0.0f);
         if (KIND == KIND_LUT) {
-            const int n = 1 << BITS;
             float v[16];
-            for (int e = 0; e < 16; e++) v[e] = h2f(m->lut[(size_t)(r + i) * (size_t)n + (size_t)(e & (n - 1))]);
+            qlm_lut_row_values(m, r + i, v);
             tb[i] = table_from_f32(v);
         } else if (GC == 0) {
             sv[i] = h2f(m->scales[(size_t)(r + i) * (size_t)ng]);

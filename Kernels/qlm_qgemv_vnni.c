@@ -1,4 +1,4 @@
-// Affine packed GEMV with 16-bit integer activations and VNNI dot products (AVX-512 VNNI + BITALG).
+// Affine and LUT packed GEMV with 16-bit integer activations and VNNI dot products (AVX-512 VNNI + BITALG).
 //
 // Why: with f32 activations every 16 weights cost one table permute and one FMA, so below 4 bits
 // the f32 kernels (qlm_qgemv_x86.c) are bound by vector ops, not by memory. Here the codes stay
@@ -22,6 +22,8 @@
 //   3-bit: the 2-bit plane as above; the 8 high-bit bytes broadcast to every qword and gathered
 //          into a 64-bit lane mask with vpshufbitqmb (BITALG), then + 4 under that mask;
 //   8-bit: the bytes as they are.
+// LUT matrices then map the codes to their codebook bytes with one vpshufb (w = s_r·(lut[q] − z_r)
+// is affine in the byte lut[q], so everything above applies with one group per row).
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
 #include "qlm_x86_common.h"
@@ -79,15 +81,24 @@ QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
 }
 
 
+// One superblock's 64 weight bytes: the codes, or for LUT matrices the codebook entries they
+// select. tb: the row's codebook in each 128-bit lane (vpshufb; tried vpermb on 64-byte tables,
+// which needs no masking of the codes: 1.6x slower on Zen 5).
+QV512 QVINL __m512i qv_weights(const uint8_t *p, const int BITS, const int LUT, const __m512i tb) {
+    const __m512i q = qv_decode(p, BITS);
+    return LUT ? _mm512_shuffle_epi8(tb, q) : q;
+}
+
 // One row's integer dot over segment t: SPS (1 or 2) superblocks; `two` = 0 when a 2-superblock
-// segment is cut short by the end of the row.
+// segment is cut short by the end of the row. Weight bytes up to 255 (8-bit, LUT entries) keep
+// |acc| < 2^31: 8 products of 255·128 per lane, shifted by 7, plus 8 of 255·127.
 QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i vh[2], const __m512i vl[2], const int BITS,
-                                   const int two) {
+                                   const int LUT, const __m512i tb, const int two) {
     const int SBB = BITS * 8;
-    const __m512i q0 = qv_decode(cp + (size_t)b * (size_t)SBB, BITS);
+    const __m512i q0 = qv_weights(cp + (size_t)b * (size_t)SBB, BITS, LUT, tb);
     __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, vh[0]);
     if (two) {
-        const __m512i q1 = qv_decode(cp + (size_t)(b + 1) * (size_t)SBB, BITS);
+        const __m512i q1 = qv_weights(cp + (size_t)(b + 1) * (size_t)SBB, BITS, LUT, tb);
         acc = _mm512_dpbusd_epi32(acc, q1, vh[1]);
         acc = _mm512_slli_epi32(acc, 7);
         acc = _mm512_dpbusd_epi32(acc, q0, vl[0]);
@@ -100,9 +111,10 @@ QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i vh[2]
 // SPS: superblocks per activation segment (2: segments of 128 columns, one group per row or
 // groups of 128·k; 1: segments of 64 or, for groups of 32, of 32).
 // GK: 0 = one group per row; -1 = groups of 32; k > 0 = k segments per group.
+// LUT: the LUT format (GK = 0: its per-row scale and zero play the one group's).
 // Segment scales s_g·d are built per chunk of 16 segments (8 superblocks for GK = -1) for NR rows.
 QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int GK,
-                               const int SPS) {
+                               const int SPS, const int LUT) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups, SBB = BITS * 8;
     const int nseg = (nsb + SPS - 1) / SPS;
@@ -113,7 +125,25 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
     __m512 fv[4], sdr[4];
     float sd[4][16];
-    for (int i = 0; i < NR; i++) fv[i] = _mm512_setzero_ps();
+    __m512i tb[4];
+    for (int i = 0; i < NR; i++) {
+        fv[i] = _mm512_setzero_ps();
+        tb[i] = _mm512_setzero_si512();
+        if (LUT) {  // the codebook in every 128-bit lane; 2-, 3-bit codebooks repeat (never selected)
+            const uint8_t *l = m->lut + ((size_t)(r + i) << BITS);
+            if (BITS == 4) {
+                tb[i] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)l));
+            } else if (BITS == 3) {
+                uint64_t v;
+                memcpy(&v, l, 8);
+                tb[i] = _mm512_set1_epi64((long long)v);
+            } else {
+                uint32_t v;
+                memcpy(&v, l, 4);
+                tb[i] = _mm512_set1_epi32((int)v);
+            }
+        }
+    }
     const int CH = GK == -1 ? 8 : 16;
     for (int t0 = 0; t0 < nseg; t0 += CH) {
         const int t1 = t0 + CH < nseg ? t0 + CH : nseg;
@@ -153,8 +183,8 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
             }
             for (int i = 0; i < NR; i++) {
                 const uint8_t *row = cp + (size_t)i * rb;
-                const __m512i acc = (SPS == 2 && two) ? qv_segment_dot(row, b, vh, vl, BITS, 1)
-                                                      : qv_segment_dot(row, b, vh, vl, BITS, 0);
+                const __m512i acc = (SPS == 2 && two) ? qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 1)
+                                                      : qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 0);
                 const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[t - t0]), sdr[i])
                                            : _mm512_set1_ps(sd[i][t - t0]);
                 fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, fv[i]);
@@ -177,28 +207,32 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     }
 }
 
-QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK, const int SPS) {
+QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK, const int SPS,
+                         const int LUT) {
     int r = r0;
-    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS);
-    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS);
+    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS, LUT);
+    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS, LUT);
 }
 
 // row / g32 / g64 / g128 (one segment per group) / groups of 128·k (k segments) / groups of 64·k, k odd.
 #define QV_DEF(B)                                                                                                       \
-    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0, 2); }   \
-    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1, 1); }  \
-    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 1); }   \
-    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 2); }  \
+    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0, 2, 0); }   \
+    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1, 1, 0); }  \
+    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 1, 0); }   \
+    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 2, 0); }  \
     QV512 static void qv_b##B##_g128k(const qlm_qctx *c, float *y, int r0, int r1) {                                   \
-        qv_rows(c, y, r0, r1, B, c->gchunks / 8, 2);                                                                   \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 8, 2, 0);                                                                   \
     }                                                                                                                  \
     QV512 static void qv_b##B##_g64k(const qlm_qctx *c, float *y, int r0, int r1) {                                    \
-        qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1);                                                                   \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1, 0);                                                                   \
     }
 QV_DEF(2)
 QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
+QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 2, 1); }
+QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 2, 1); }
+QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 2, 1); }
 
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     static int once = 0;
@@ -206,7 +240,12 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
         qv_tables_init();
         __atomic_store_n(&once, 1, __ATOMIC_RELEASE);
     }
-    if (m->format != QLM_FMT_AFFINE || !m->scales || !m->zeros) return NULL;
+    if (!m->scales || !m->zeros) return NULL;
+    if (m->format == QLM_FMT_LUT) {
+        if (!m->lut) return NULL;
+        return m->bits == 2 ? qv_l2 : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
+    }
+    if (m->format != QLM_FMT_AFFINE) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
     int kind;  // 0 row, 1 g32, 2 g64, 3 g128, 4 groups of 128·k, 5 groups of 64·k (k odd)
     if (ng <= 1) kind = 0;

@@ -104,20 +104,6 @@ Q512 QINL void f16x16_to_f32(const uint16_t *src, int n, float *out) {
     _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, src)));
 }
 
-// The row's codebook as a 16-entry table; 2-bit repeats it 4 times. 3-bit: two tables, entries
-// 0..3 (hi = 0) and 4..7 (hi = 1), each repeated 4 times.
-Q512 QINL __m512 lut_table512(const uint16_t *lut, const int BITS) {
-    __m256i h;
-    if (BITS == 2 || BITS == 3) {
-        uint64_t v;
-        memcpy(&v, lut, 8);
-        h = _mm256_set1_epi64x((long long)v);
-    } else {
-        h = _mm256_loadu_si256((const __m256i *)lut);
-    }
-    return _mm512_cvtph_ps(h);
-}
-
 // Per-block state of the AVX-512 kernel (lives in registers once inlined).
 // (The f32 scale/zero cache is kept apart from the vectors: its dynamic indexing would otherwise
 // force the whole state into memory.)
@@ -165,9 +151,12 @@ Q512 QINL __m512 q512_weight(const q512_state *st, __m512i idx, __mmask16 hm, co
 
 // Row `row`'s codebook tables into slot i (LUT kind).
 Q512 QINL void q512_lut_tables(q512_state *st, const qlm_qmatrix *m, int row, int i, const int BITS, const int PAIR) {
-    const uint16_t *l = m->lut + (size_t)row * ((size_t)1 << BITS);
-    st->tb[i] = lut_table512(l, BITS);
-    if (BITS == 3) st->th[i] = lut_table512(l + 4, BITS);
+    // 2-bit: the 4 entries repeated 4 times; 3-bit: entries 0..3 (hi = 0) and 4..7 (hi = 1), each
+    // repeated 4 times; 4-bit: all 16.
+    float v[16];
+    qlm_lut_row_values(m, row, v);
+    st->tb[i] = BITS == 4 ? _mm512_loadu_ps(v) : _mm512_broadcast_f32x4(_mm_loadu_ps(v));
+    if (BITS == 3) st->th[i] = _mm512_broadcast_f32x4(_mm_loadu_ps(v + 4));
     if (PAIR) {
         const __m512i d4 = _mm512_loadu_si512(qlm_div4);
         st->tb1[i] = _mm512_permutexvar_ps(d4, st->tb[i]);
@@ -564,15 +553,10 @@ Q256 QINL __m256 q256_weight(const q256_state *st, __m256i idx, const int i, con
 
 // Row `row`'s codebook tables into slot i (LUT kind).
 Q256 QINL void q256_lut_tables(q256_state *st, const qlm_qmatrix *m, int row, int i, const int BITS) {
-    const uint16_t *l = m->lut + (size_t)row * ((size_t)1 << BITS);
-    if (BITS == 2) {
-        uint64_t v;
-        memcpy(&v, l, 8);
-        st->t0[i] = _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
-    } else {
-        st->t0[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)l));
-        if (BITS == 4) st->t1[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(l + 8)));
-    }
+    float v[16];  // 2-bit: entries 0..3 twice; 3-bit: 0..7; 4-bit: 0..7 and 8..15
+    qlm_lut_row_values(m, row, v);
+    st->t0[i] = _mm256_loadu_ps(v);
+    if (BITS == 4) st->t1[i] = _mm256_loadu_ps(v + 8);
 }
 
 Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c, int r, int b, const int NR,

@@ -4,7 +4,7 @@
 //
 // Dequantised values are defined exactly as the kernels compute them, in f32:
 //   affine: w = s * ((float)q - z)    (s, z converted from f16; one subtraction, one product)
-//   lut:    w = (float)lut[q]
+//   lut:    w = s * ((float)lut[q] - z)  (the row's s, z from f16; lut entries are bytes)
 //   f16:    w = (float)half
 // Every path (scalar, AVX2, AVX-512, NEON) produces these exact weights and differs from
 // "dequantize, then f32 dot" only in the order of the summation. Outliers are added after the
@@ -52,7 +52,7 @@ static double storage_bits(const qlm_qmatrix *m) {
     const double rows = (double)m->rows, cols = (double)m->cols;
     double bits = rows * 8.0 * (double)qlm_row_bytes(m->bits, m->cols);  // codes (f16: halves)
     if (m->format == QLM_FMT_AFFINE) bits += rows * (double)qlm_n_groups(m) * 32.0;  // f16 scale + zero
-    if (m->format == QLM_FMT_LUT) bits += rows * (double)(1 << m->bits) * 16.0;     // f16 codebook
+    if (m->format == QLM_FMT_LUT) bits += rows * ((double)(1 << m->bits) * 8.0 + 32.0);  // byte codebook + f16 scale, zero
     if (m->n_outliers > 0) bits += (rows + 1.0) * 32.0 + (double)m->n_outliers * (16.0 + 32.0);
     if (m->perm) bits += cols * 32.0;
     return bits;
@@ -182,8 +182,7 @@ static void dequant_row_stored(const qlm_qmatrix *m, int r, float *out) {
     int gsz = 0, ng = 1, g = 0, gend = 0;
     const uint16_t *sr = NULL, *zr = NULL;
     if (m->format == QLM_FMT_LUT) {
-        const int n = 1 << bits;
-        for (int i = 0; i < n; i++) tbl[i] = qlm_f16_to_f32(m->lut[(size_t)r * (size_t)n + (size_t)i]);
+        qlm_lut_row_values(m, r, tbl);
         gend = cols;
     } else {
         gsz = group_cols(m);
@@ -312,7 +311,7 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
             int g = -1, gend = 0;
             const int ng = c->n_groups, gcols = group_cols(m);
             if (m->format == QLM_FMT_LUT) {
-                for (int v = 0; v < nv; v++) tbl[v] = qlm_f16_to_f32(m->lut[(size_t)r * (size_t)nv + (size_t)v]);
+                qlm_lut_row_values(m, r, tbl);
                 gend = c->cols_pad;
             }
             for (int b = 0; b < c->nsb; b++) {
@@ -560,7 +559,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.seggroup = NULL;
     qlm_qrows_fn fn = NULL;
 #if defined(__x86_64__) || defined(__i386__)
-    if (isa == QLM_ISA_AVX512 && m->format == QLM_FMT_AFFINE && qlm_qgemv_act() == QLM_ACT_I16 &&
+    if (isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 &&
         (fn = qlm_qrows_pick_vnni(m)) != NULL)
         act_i16_prepare(&c, scratch, 1);
 #endif

@@ -57,4 +57,13 @@ static inline int qlm_sb_bytes(int bits) {
     }
 }
 
+// Row r of a LUT matrix as f32 values, 16 entries: out[e] = s·(lut[e mod 2^bits] − z) (2- and
+// 3-bit codebooks repeat). Every path builds its tables from this, so all agree bit for bit.
+static inline void qlm_lut_row_values(const qlm_qmatrix *m, int r, float out[16]) {
+    const int n = 1 << m->bits;
+    const uint8_t *l = m->lut + (size_t)r * (size_t)n;
+    const float s = qlm_f16_to_f32(m->scales[r]), z = qlm_f16_to_f32(m->zeros[r]);
+    for (int e = 0; e < 16; e++) out[e] = s * ((float)l[e & (n - 1)] - z);
+}
+
 #endif

@@ -5,7 +5,7 @@
 #   bash Models/results-grid.sh [RESULTS_DIR]      (default: Models/results, git-ignored)
 #
 # Env: QLM (binary, default .build/release/qlm — copy it elsewhere if you rebuild meanwhile),
-#      NSAMPLES (calibration windows, default 32; the quantize default is 128), PHASES ("quick full512"
+#      THREADS (perplexity --threads; default all cores), NSAMPLES (calibration windows, default 32; the quantize default is 128), PHASES ("quick full512"
 #      etc.; default "quick full2048 full512").
 # Phases, in order: quantize every config (skipped if the folder exists), then
 #   quick    — WikiText-2, seqlen 2048, first 8 windows (all configs, ~40 s each),
@@ -57,34 +57,34 @@ mkdir -p "$R/q"
 
 # name | quantize flags. Priority order: the full-protocol phases run down this list.
 CONFIGS=(
-  "gptq-w3-g128|--method gptq --bits 3 --group-size 128 $CAL --true-sequential --act-order"
-  "quantease-w3-g128|--method quantease --bits 3 --group-size 128 $CAL --true-sequential"
-  "leanquant-affine-w3-g128|--method leanquant --format affine --bits 3 --group-size 128 $CAL --true-sequential --act-order"
-  "quantease-out-w3-g128|--method quantease --outliers 0.01 --bits 3 --group-size 128 $CAL --true-sequential"
   "rtn-w3-g128|--method rtn --bits 3 --group-size 128"
-  "leanquant-lut-w3-row|--method leanquant --format lut --bits 3 --group-size -1 $CAL --true-sequential --act-order"
-  "gptq-w4-g128|--method gptq --bits 4 --group-size 128 $CAL --true-sequential --act-order"
-  "leanquant-affine-w4-g128|--method leanquant --format affine --bits 4 --group-size 128 $CAL --true-sequential --act-order"
-  "quantease-w4-g128|--method quantease --bits 4 --group-size 128 $CAL --true-sequential"
-  "rtn-w4-g128|--method rtn --bits 4 --group-size 128"
-  "quantease-out-w4-g128|--method quantease --outliers 0.01 --bits 4 --group-size 128 $CAL --true-sequential"
+  "gptq-w3-g128|--method gptq --bits 3 --group-size 128 $CAL --true-sequential --act-order"
+  "leanquant-affine-w3-g128|--method leanquant --format affine --bits 3 --group-size 128 $CAL --true-sequential --act-order"
+  "quantease-w3-g128|--method quantease --bits 3 --group-size 128 $CAL --true-sequential"
+  "quantease-out-w3-g128|--method quantease --outliers 0.01 --bits 3 --group-size 128 $CAL --true-sequential"
   "rtn-w3-row|--method rtn --bits 3 --group-size -1"
   "gptq-w3-row|--method gptq --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "leanquant-affine-w3-row|--method leanquant --format affine --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "quantease-w3-row|--method quantease --bits 3 --group-size -1 $CAL --true-sequential"
   "quantease-out-w3-row|--method quantease --outliers 0.01 --bits 3 --group-size -1 $CAL --true-sequential"
-  "rtn-w4-row|--method rtn --bits 4 --group-size -1"
-  "gptq-w4-row|--method gptq --bits 4 --group-size -1 $CAL --true-sequential --act-order"
-  "leanquant-affine-w4-row|--method leanquant --format affine --bits 4 --group-size -1 $CAL --true-sequential --act-order"
-  "leanquant-lut-w4-row|--method leanquant --format lut --bits 4 --group-size -1 $CAL --true-sequential --act-order"
-  "quantease-w4-row|--method quantease --bits 4 --group-size -1 $CAL --true-sequential"
-  "quantease-out-w4-row|--method quantease --outliers 0.01 --bits 4 --group-size -1 $CAL --true-sequential"
+  "leanquant-lut-w3-row|--method leanquant --format lut --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "rtn-w2-g64|--method rtn --bits 2 --group-size 64"
   "gptq-w2-g64|--method gptq --bits 2 --group-size 64 $CAL --true-sequential --act-order"
   "leanquant-affine-w2-g64|--method leanquant --format affine --bits 2 --group-size 64 $CAL --true-sequential --act-order"
-  "leanquant-lut-w2-row|--method leanquant --format lut --bits 2 --group-size -1 $CAL --true-sequential --act-order"
   "quantease-w2-g64|--method quantease --bits 2 --group-size 64 $CAL --true-sequential"
   "quantease-out-w2-g64|--method quantease --outliers 0.01 --bits 2 --group-size 64 $CAL --true-sequential"
+  "leanquant-lut-w2-row|--method leanquant --format lut --bits 2 --group-size -1 $CAL --true-sequential --act-order"
+  "rtn-w4-g128|--method rtn --bits 4 --group-size 128"
+  "gptq-w4-g128|--method gptq --bits 4 --group-size 128 $CAL --true-sequential --act-order"
+  "leanquant-affine-w4-g128|--method leanquant --format affine --bits 4 --group-size 128 $CAL --true-sequential --act-order"
+  "quantease-w4-g128|--method quantease --bits 4 --group-size 128 $CAL --true-sequential"
+  "quantease-out-w4-g128|--method quantease --outliers 0.01 --bits 4 --group-size 128 $CAL --true-sequential"
+  "rtn-w4-row|--method rtn --bits 4 --group-size -1"
+  "gptq-w4-row|--method gptq --bits 4 --group-size -1 $CAL --true-sequential --act-order"
+  "leanquant-affine-w4-row|--method leanquant --format affine --bits 4 --group-size -1 $CAL --true-sequential --act-order"
+  "quantease-w4-row|--method quantease --bits 4 --group-size -1 $CAL --true-sequential"
+  "quantease-out-w4-row|--method quantease --outliers 0.01 --bits 4 --group-size -1 $CAL --true-sequential"
+  "leanquant-lut-w4-row|--method leanquant --format lut --bits 4 --group-size -1 $CAL --true-sequential --act-order"
 )
 
 manifest_fields() {  # total_bpw linear_bpw quantize_s floor_s
@@ -117,7 +117,7 @@ evaluate() {  # name phase
   [ -s "$out" ] && return 0
   [ -f "$R/q/$name/manifest.json" ] || return 0
   echo "[grid] $phase $name" >&2
-  $Q perplexity "$R/q/$name" $args --json > "$out.tmp" 2> "$R/q/$name.$phase.err" || { rm -f "$out.tmp"; return 1; }
+  $Q perplexity "$R/q/$name" $args ${THREADS:+--threads $THREADS} --json > "$out.tmp" 2> "$R/q/$name.$phase.err" || { rm -f "$out.tmp"; return 1; }
   mv "$out.tmp" "$out"
   local ppl
   ppl=$(python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print('%.4f\t%.4f'%(d['ppl'],d['se']))" "$out")

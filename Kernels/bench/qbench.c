@@ -43,7 +43,8 @@ static float frand(void) { return (float)(rnd() >> 40) / (float)(1 << 24) * 2.0f
 typedef struct {
     qlm_qmatrix m;
     uint8_t *codes;
-    uint16_t *scales, *zeros, *lut;
+    uint16_t *scales, *zeros;
+    uint8_t *lut;
     int32_t *perm, *rowptr;
     uint16_t *ocol;
     float *oval;
@@ -85,9 +86,15 @@ static void qb_make(qb_mat *q, int format, int bits, int gs, int rows, int cols,
         m->scales = q->scales; m->zeros = q->zeros;
     } else if (format == QLM_FMT_LUT) {
         const int n = 1 << bits;
-        q->lut = malloc(sizeof(uint16_t) * (size_t)rows * (size_t)n);
-        for (size_t i = 0; i < (size_t)rows * (size_t)n; i++) q->lut[i] = qlm_f32_to_f16(frand());
-        m->lut = q->lut;
+        q->lut = malloc((size_t)rows * (size_t)n);
+        for (size_t i = 0; i < (size_t)rows * (size_t)n; i++) q->lut[i] = (uint8_t)(rnd() & 255u);
+        q->scales = malloc(sizeof(uint16_t) * (size_t)rows);
+        q->zeros = malloc(sizeof(uint16_t) * (size_t)rows);
+        for (int r = 0; r < rows; r++) {
+            q->scales[r] = qlm_f32_to_f16(0.001f + 0.004f * (frand() + 1.0f));
+            q->zeros[r] = qlm_f32_to_f16(127.5f + 20.0f * frand());
+        }
+        m->lut = q->lut; m->scales = q->scales; m->zeros = q->zeros;
     }
     if (use_perm) {
         q->perm = malloc(sizeof(int32_t) * (size_t)cols);

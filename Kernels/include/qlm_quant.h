@@ -3,7 +3,8 @@
 // A packed matrix W [rows, cols] stores each row as `codes` in superblocks of 64 weights (the row
 // is zero-padded to a multiple of 64 columns), plus per-group dequantization parameters:
 //   affine: w = scale_g * (q - zero_g)          q in [0, 2^bits), scale/zero f16, per group of G cols
-//   lut:    w = lut_r[q]                        one 2^bits-entry f16 codebook per row
+//   lut:    w = scale_r * (lut_r[q] - zero_r)   one 2^bits-entry codebook per row, its entries
+//                                               bytes on the row's own 8-bit affine grid (f16 scale/zero)
 //   f16:    w = half float                      dense f16 (no codes; used for the output head)
 // plus an optional sparse f32-exact residual (outliers, CSR) added in the same pass, and an
 // optional column permutation (act-order): the matrix is stored with columns in `perm` order, so
@@ -18,6 +19,12 @@
 //   bits 8: 64 bytes. byte i = w[i].
 // These layouts let a 16-lane SIMD register take 16 consecutive weights with one zero-extending
 // load plus shifts and masks; 3-bit is dense (3 bits/weight), not padded to 4.
+//
+// Why LUT entries are bytes on a per-row grid rather than free f16 values: the integer-activation
+// kernel then maps codes to entries with one byte shuffle per 64 weights and multiplies them with
+// vpdpbusd exactly as for affine 8-bit, so LUT decodes as fast as affine. The cost in accuracy is
+// small: snapping a codebook to 256 levels moves each entry by at most range/510, against
+// quantization steps of range/3..range/15 (the quantizers optimise onto the snapped entries).
 #ifndef QLM_QUANT_H
 #define QLM_QUANT_H
 
@@ -44,9 +51,9 @@ typedef struct {
     int32_t bits;               // 2, 3, 4, 8 (affine); 2, 3, 4 (lut); 16 (f16)
     int32_t group_size;         // affine: 32, 64, 128, or == cols (one group per row); lut/f16: cols
     const uint8_t *codes;       // [rows, qlm_row_bytes(bits, cols)]; f16: [rows, cols] uint16 halves
-    const uint16_t *scales;     // affine: [rows, n_groups] f16
-    const uint16_t *zeros;      // affine: [rows, n_groups] f16 (may be fractional; symmetric: 2^(bits-1))
-    const uint16_t *lut;        // lut: [rows, 2^bits] f16
+    const uint16_t *scales;     // affine: [rows, n_groups] f16; lut: [rows] f16
+    const uint16_t *zeros;      // affine: [rows, n_groups] f16 (may be fractional; symmetric: 2^(bits-1)); lut: [rows] f16
+    const uint8_t *lut;         // lut: [rows, 2^bits] codebook levels in [0, 255]
     const int32_t *perm;        // [cols] or NULL: stored column j holds original column perm[j]
     // Outliers (CSR over stored rows, original column indices), added exactly: y_r += Σ val·x[col].
     int32_t n_outliers;
@@ -75,9 +82,9 @@ void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
-// Activation precision of the decode GEMV where an integer kernel exists (affine formats on
-// AVX-512 VNNI + BITALG; every other format/path keeps f32 activations):
-//   QLM_ACT_I16: x is quantised per 64-value segment (32 for groups of 32) to 15 bits
+// Activation precision of the decode GEMV where an integer kernel exists (affine and LUT formats
+// on AVX-512 VNNI + BITALG; f16 and every other path keep f32 activations):
+//   QLM_ACT_I16: x is quantised per segment of 128 values (64 / 32 for groups of 64·k / 32) to 15 bits
 //                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd;
 //   QLM_ACT_F32: the f32 kernels.
 // Default: I16 where supported; env QLM_ACT=f32|i16 or qlm_qgemv_set_act overrides.

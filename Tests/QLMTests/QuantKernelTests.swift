@@ -39,14 +39,14 @@ final class QuantKernelTests: HoldsKernelState {
     final class Packed {
         let rows: Int, cols: Int, format: qlm_format, bits: Int, groupSize: Int
         let codes: [UInt8]              // unpacked, stored column order; f16: empty
-        let scales: [UInt16], zeros: [UInt16], lut: [UInt16], halves: [UInt16]
+        let scales: [UInt16], zeros: [UInt16], lut: [UInt8], halves: [UInt16]
         let perm: [Int32]?
         let rowPtr: [Int32], outCol: [UInt16], outVal: [Float]
         private var buffers: [UnsafeMutableRawPointer] = []
         var m = qlm_qmatrix()
 
         init(format: qlm_format, bits: Int, groupSize: Int?, rows: Int, cols: Int, codes: [UInt8] = [],
-             scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt16] = [], halves: [UInt16] = [],
+             scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt8] = [], halves: [UInt16] = [],
              perm: [Int32]? = nil, rowPtr: [Int32] = [], outCol: [UInt16] = [], outVal: [Float] = []) {
             self.rows = rows; self.cols = cols; self.format = format; self.bits = bits
             self.groupSize = groupSize ?? cols
@@ -64,7 +64,7 @@ final class QuantKernelTests: HoldsKernelState {
             }
             if !scales.isEmpty { m.scales = UnsafePointer(copy(scales).assumingMemoryBound(to: UInt16.self)) }
             if !zeros.isEmpty { m.zeros = UnsafePointer(copy(zeros).assumingMemoryBound(to: UInt16.self)) }
-            if !lut.isEmpty { m.lut = UnsafePointer(copy(lut).assumingMemoryBound(to: UInt16.self)) }
+            if !lut.isEmpty { m.lut = UnsafePointer(copy(lut).assumingMemoryBound(to: UInt8.self)) }
             if let perm { m.perm = UnsafePointer(copy(perm).assumingMemoryBound(to: Int32.self)) }
             if !outVal.isEmpty {
                 m.n_outliers = Int32(outVal.count)
@@ -91,7 +91,7 @@ final class QuantKernelTests: HoldsKernelState {
         var nGroups: Int { format == QLM_FMT_AFFINE ? (cols + groupSize - 1) / groupSize : 1 }
 
         /// Independent model of the formats: f32 weights [rows, cols] in ORIGINAL column order,
-        /// outliers included unless asked not to (w = s·(q − z) with f16 s, z; lut[q]; half).
+        /// outliers included unless asked not to (w = s·(q − z) with f16 s, z; s_r·(lut[q] − z_r); half).
         func expectedWeights(outliers withOutliers: Bool = true) -> [Float] {
             var w = [Float](repeating: 0, count: rows * cols)
             let g = min(groupSize, cols)
@@ -100,7 +100,9 @@ final class QuantKernelTests: HoldsKernelState {
                     let v: Float
                     switch format {
                     case QLM_FMT_F16: v = qlm_f16_to_f32(halves[r * cols + j])
-                    case QLM_FMT_LUT: v = qlm_f16_to_f32(lut[r * (1 << bits) + Int(codes[r * cols + j])])
+                    case QLM_FMT_LUT:
+                        let s = qlm_f16_to_f32(scales[r]), z = qlm_f16_to_f32(zeros[r])
+                        v = s * (Float(lut[r * (1 << bits) + Int(codes[r * cols + j])]) - z)
                     default:
                         let gi = min(j / g, nGroups - 1)
                         let s = qlm_f16_to_f32(scales[r * nGroups + gi]), z = qlm_f16_to_f32(zeros[r * nGroups + gi])
@@ -151,16 +153,17 @@ final class QuantKernelTests: HoldsKernelState {
             return xh
         }
 
-        /// Per row Σ_j s_g·(q_j + |z_g|)·|x_j| (+ Σ|outlier·x|): the size of the two terms the integer path subtracts
+        /// Per row Σ_j s_g·(q_j + |z_g|)·|x_j| (LUT: q_j = lut[code]) (+ Σ|outlier·x|): the size of the two terms the integer path subtracts
         /// (s·Σq·x̂ and s·z·Σx̂), which bounds its rounding where the f32 path's bound is Σ|w·x|.
         func splitMagnitude(_ x: [Float]) -> [Double] {
             let g = min(groupSize, cols)
             return (0..<rows).map { r in
                 var mag = 0.0
                 for j in 0..<cols {
-                    let gi = min(j / g, nGroups - 1)
+                    let gi = min(j / g, nGroups - 1)  // (LUT: one group per row)
                     let s = Double(qlm_f16_to_f32(scales[r * nGroups + gi])), z = Double(qlm_f16_to_f32(zeros[r * nGroups + gi]))
-                    mag += abs(s) * (Double(codes[r * cols + j]) + abs(z)) * abs(Double(x[Int(perm?[j] ?? Int32(j))]))
+                    let level = format == QLM_FMT_LUT ? Double(lut[r * (1 << bits) + Int(codes[r * cols + j])]) : Double(codes[r * cols + j])
+                    mag += abs(s) * (level + abs(z)) * abs(Double(x[Int(perm?[j] ?? Int32(j))]))
                 }
                 if !outVal.isEmpty {
                     for e in Int(rowPtr[r])..<Int(rowPtr[r + 1]) { mag += abs(Double(outVal[e]) * Double(x[Int(outCol[e])])) }
@@ -190,12 +193,12 @@ final class QuantKernelTests: HoldsKernelState {
     }
 
     /// Random matrix: random codes, f16 scales in [0.01, 0.11), zeros in [0, 2^bits − 1] (fractional),
-    /// codebooks in [-1, 1), a random permutation and up to 3 outliers per row when asked.
+    /// byte codebooks with per-row scale/zero (values within about ±1), a random permutation and up to 3 outliers per row when asked.
     static func random(_ rng: inout Rng, format: qlm_format, bits: Int, groupSize: Int?, rows: Int, cols: Int,
                        perm: Bool = false, outliers: Bool = false, symmetric: Bool = false) -> Packed {
         let g = min(groupSize ?? cols, cols)
         let ng = format == QLM_FMT_AFFINE ? (cols + g - 1) / g : 1
-        var codes: [UInt8] = [], scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt16] = [], halves: [UInt16] = []
+        var codes: [UInt8] = [], scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt8] = [], halves: [UInt16] = []
         switch format {
         case QLM_FMT_F16:
             halves = (0..<(rows * cols)).map { _ in qlm_f32_to_f16(rng.float()) }
@@ -207,7 +210,13 @@ final class QuantKernelTests: HoldsKernelState {
                     qlm_f32_to_f16(symmetric ? Float(1 << (bits - 1)) : Float((1 << bits) - 1) * 0.5 * (rng.float() + 1))
                 }
             } else {
-                lut = (0..<(rows << bits)).map { _ in qlm_f32_to_f16(rng.float()) }
+                // Byte codebooks over the whole range (incl. 0 and 255), zero near the middle: values in ±1.
+                lut = (0..<(rows << bits)).map { (i: Int) -> UInt8 in
+                    if i % 7 == 0 { return i / 7 % 2 == 0 ? 0 : 255 }
+                    return UInt8(rng.below(256))
+                }
+                scales = (0..<rows).map { _ in qlm_f32_to_f16(0.004 + 0.004 * rng.float()) }
+                zeros = (0..<rows).map { _ in qlm_f32_to_f16(127.5 + 20 * rng.float()) }
             }
         }
         var p: [Int32]? = nil
@@ -358,10 +367,11 @@ final class QuantKernelTests: HoldsKernelState {
                         outCol: Array(repeating: 7, count: 10), outVal: Array(repeating: 1, count: 10))
         #expect(ao.bitsPerWeight == 4.25 + Double(9 * 32 + 10 * 48) / 2048)
         #expect(ao.storageBytes == 8 * 128 + 64 + 9 * 4 + 10 * 6)
-        // Ragged 3-bit per-row codebooks on 4x100: 2 superblocks of 24 bytes per row + 8 f16 entries.
+        // Ragged 3-bit per-row codebooks on 4x100: 2 superblocks of 24 bytes per row + 8 byte entries
+        // + f16 scale and zero.
         let l = Self.random(&rng, format: QLM_FMT_LUT, bits: 3, groupSize: nil, rows: 4, cols: 100)
-        #expect(abs(l.bitsPerWeight - (48.0 * 8 + 8 * 16) / 100) < 1e-12)
-        #expect(l.storageBytes == 4 * (48 + 16))
+        #expect(abs(l.bitsPerWeight - (48.0 * 8 + 8 * 8 + 32) / 100) < 1e-12)
+        #expect(l.storageBytes == 4 * (48 + 8 + 4))
         // Ragged 2-bit g32 on 3x100: 4 groups per row (the last one partial), 32 bytes of codes per row.
         let r = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 2, groupSize: 32, rows: 3, cols: 100)
         #expect(abs(r.bitsPerWeight - (32.0 * 8 + 4 * 32) / 100) < 1e-12)
@@ -427,8 +437,8 @@ final class QuantKernelTests: HoldsKernelState {
         #expect(failures == 0)
     }
 
-    /// "avx512" runs the f32-activation kernels; "avx512-i16" the integer-activation ones (affine
-    /// formats; the rest stay f32), checked against the reference applied to x̂, and x̂ against x.
+    /// "avx512" runs the f32-activation kernels; "avx512-i16" the integer-activation ones (affine and
+    /// LUT formats; f16 stays f32), checked against the reference applied to x̂, and x̂ against x.
     @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "neon"])
     func gemvMatchesReferenceOnEveryFormat(isaName: String) throws {
         let int16 = isaName.hasSuffix("-i16")

@@ -62,6 +62,60 @@ struct QuantizationTests {
         }
     }
 
+    @Test("LUT codebooks snap to each row's 8-bit grid: sorted, within range/510, exactly the stored bytes")
+    func lutGridSnapping() {
+        var rng = SeededRNG(seed: 12)
+        for k in [4, 8, 16] {
+            for trial in 0..<50 {
+                // Centroids with a wide spread, a one-sided range, and (trial 0) a constant codebook.
+                let shift: Float = trial % 3 == 1 ? 0.7 : 0
+                let c = (0..<k).map { _ in trial == 0 ? Float(0.25) : (Float(rng.next() % 100_000) / 50_000 - 1) * 0.1 + shift }
+                let g = LUTGrid(values: c)
+                let sorted = c.sorted()
+                let range = sorted.last! - sorted.first!
+                #expect(g.values == g.values.sorted() && g.levels == g.levels.sorted(), "k \(k)")
+                for (a, b) in zip(sorted, g.values) {
+                    // half a level (range/510) plus the f16 rounding of zero and scale (2^-11 relative each)
+                    let f16Slack = (abs(g.zero) + 255) * g.scale / 2048
+                    #expect(abs(a - b) <= range / 510 * 1.01 + f16Slack + 1e-7, "k \(k) trial \(trial): \(a) → \(b)")
+                }
+                #expect(g.scale == f16Round(g.scale) && g.zero == f16Round(g.zero))
+                #expect(zip(g.levels, g.values).allSatisfy { g.scale * (Float($0) - g.zero) == $1 })
+                #expect(LUTGrid(levels: g.levels, scale: g.scale, zero: g.zero) == g)
+            }
+        }
+    }
+
+    @Test("A LUT matrix round-trips through model.qlmw; the older f16-codebook layout is refused with a clear error")
+    func lutFileLayout() throws {
+        var rng = SeededRNG(seed: 13)
+        let rows = 6, cols = 100
+        let W = (0..<(rows * cols)).map { _ in Float(rng.next() % 100_000) / 50_000 - 1 }
+        let q = try quantizeRTN(W, rows: rows, cols: cols, spec: QuantSpec(format: .lut, bits: 3, groupSize: nil))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qlm-lut-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let w = QLMWeightsWriter()
+        w.addMatrix("m", q)
+        try w.write(to: dir.appendingPathComponent("new.qlmw").path)
+        let back = QuantizedMatrix(unpacking: try QLMWeightsFile(path: dir.appendingPathComponent("new.qlmw").path).matrix("m"))
+        #expect(back.lut == q.lut && back.scales == q.scales && back.zeros == q.zeros && back.codes == q.codes)
+        #expect(back.dequantize() == q.dequantize())
+        // The layout before byte codebooks: NAME.lut as f16 values, no per-row scale/zero.
+        let old = QLMWeightsWriter()
+        old.matrices["m"] = q.meta
+        for (suffix, dtype, shape, data) in q.blobs() where suffix == ".codes" { old.add("m" + suffix, dtype: dtype, shape: shape, data: data) }
+        let halves = (0..<(rows << 3)).map { _ in qlm_f32_to_f16(0.5) }
+        old.add("m.lut", dtype: "f16", shape: [rows, 8], data: halves.withUnsafeBytes { Data($0) })
+        try old.write(to: dir.appendingPathComponent("old.qlmw").path)
+        do {
+            _ = try QLMWeightsFile(path: dir.appendingPathComponent("old.qlmw").path).matrix("m")
+            Issue.record("old LUT layout loaded")
+        } catch {
+            #expect("\(error)".contains("re-quantize"), "\(error)")
+        }
+    }
+
     @Test("RTN: packed dequantization equals an independent Swift dequantization",
           arguments: [(WeightFormat.affine, 4, 128), (.affine, 3, 32), (.affine, 2, 64), (.affine, 8, 0), (.lut, 4, 0), (.lut, 3, 0), (.lut, 2, 0)])
     func rtnMatchesReference(format: WeightFormat, bits: Int, group: Int) throws {
@@ -78,7 +132,8 @@ struct QuantizationTests {
                     let gi = r * q.nGroups + j / q.groupSize
                     ref = qlm_f16_to_f32(q.scales[gi]) * (Float(code) - qlm_f16_to_f32(q.zeros[gi]))
                 } else {
-                    ref = qlm_f16_to_f32(q.lut[r * (1 << bits) + code])
+                    let s = qlm_f16_to_f32(q.scales[r]), z = qlm_f16_to_f32(q.zeros[r])
+                    ref = s * (Float(q.lut[r * (1 << bits) + code]) - z)
                 }
                 #expect(deq[r * cols + j] == ref)
             }

@@ -94,7 +94,7 @@ enum SolverData {
                     let g = r * q.nGroups + j / q.groupSize
                     v = qlm_f16_to_f32(q.scales[g]) * (Float(code) - qlm_f16_to_f32(q.zeros[g]))
                 } else {
-                    v = qlm_f16_to_f32(q.lut[r * (1 << q.bits) + Int(code)])
+                    v = q.lutGrid(row: r).values[Int(code)]
                 }
                 let orig = Int(q.perm?[j] ?? Int32(j))
                 let d = dense[r * q.cols + orig]
@@ -124,7 +124,7 @@ enum SolverData {
                     grid.scale = qlm_f16_to_f32(q.scales[gi]); grid.zero = qlm_f16_to_f32(q.zeros[gi])
                     v = grid.quantize(u)
                 } else {
-                    let lut = LUTGrid(values: (0..<(1 << q.bits)).map { qlm_f16_to_f32(q.lut[(r << q.bits) + $0]) })
+                    let lut = q.lutGrid(row: r)
                     v = lut.quantize(u)
                 }
                 if v != w { bad += 1 }
@@ -300,8 +300,7 @@ struct SolverTests {
             let p0 = try leanQuantSolve(W, rows: rows, cols: cols, H: H, spec: spec, options: o)
             for r in 0..<rows {
                 let (cent, _) = weightedKMeans1D(Array(W[(r * cols)..<((r + 1) * cols)]), k: 1 << bits)
-                let ref = LUTGrid(values: cent).values.map { qlm_f32_to_f16($0) }
-                #expect(Array(p0.result.q.lut[(r << bits)..<((r + 1) << bits)]) == ref, "bits \(bits) row \(r)")
+                #expect(p0.result.q.lutGrid(row: r) == LUTGrid(values: cent), "bits \(bits) row \(r)")
             }
             D.checkConsistent(p0, W: W, rows: rows, cols: cols, H: H, "lean p0 w\(bits)")
             let rtn = try D.rtnLoss(W, rows: rows, cols: cols, H: H, spec: spec)

@@ -164,7 +164,13 @@ public final class QLMWeightsFile: @unchecked Sendable {
                 m.zeros = try blob(name + ".zeros", dtype: "f16", count: r * ng).assumingMemoryBound(to: UInt16.self)
             } else {
                 m.group_size = Int32(c)
-                m.lut = try blob(name + ".lut", dtype: "f16", count: r << meta.bits).assumingMemoryBound(to: UInt16.self)
+                if header.blobs[name + ".lut"]?.dtype == "f16" {
+                    throw QLMError.tensor(path: path, tensor: name + ".lut", detail: "an f16 codebook, the LUT layout of qlm builds before 2026-11-22; "
+                        + "LUT codebooks are now bytes on a per-row grid (see README, quantized model folder): re-quantize this model")
+                }
+                m.lut = try blob(name + ".lut", dtype: "u8", count: r << meta.bits).assumingMemoryBound(to: UInt8.self)
+                m.scales = try blob(name + ".scales", dtype: "f16", count: r).assumingMemoryBound(to: UInt16.self)
+                m.zeros = try blob(name + ".zeros", dtype: "f16", count: r).assumingMemoryBound(to: UInt16.self)
             }
         default: break
         }

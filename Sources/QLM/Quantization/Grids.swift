@@ -44,11 +44,31 @@ public struct AffineGrid: Sendable, Equatable {
     @inline(__always) public func quantize(_ w: Float) -> Float { value(code(w)) }
 }
 
-/// A sorted non-uniform codebook (LUT) of 2^bits f16-representable values.
+/// A sorted non-uniform codebook (LUT) of 2^bits values, as stored: byte `levels` on the row's own
+/// 8-bit affine grid, values[k] = scale · (levels[k] − zero) (f16 scale and zero). Built from free
+/// centroids by snapping them to the min-max 8-bit grid over the centroids (each moves by at most
+/// range/510); quantizers then assign codes against these snapped values, so what they optimise is
+/// exactly what the kernels compute. (Why bytes: the integer-activation kernel looks them up with
+/// one byte shuffle, see Kernels/include/qlm_quant.h.)
 public struct LUTGrid: Sendable, Equatable {
     public var values: [Float]
+    public var levels: [UInt8]
+    public var scale: Float
+    public var zero: Float
 
-    public init(values: [Float]) { self.values = values.map(f16Round).sorted() }
+    public init(values centroids: [Float]) {
+        let sorted = centroids.sorted()
+        let g = AffineGrid(minMax: sorted, bits: 8, sym: false)
+        scale = g.scale; zero = g.zero
+        levels = sorted.map { g.code($0) }   // monotone, so levels and values stay sorted
+        values = levels.map { g.value($0) }
+    }
+
+    /// A stored codebook (levels in code order, f16 scale and zero as f32).
+    public init(levels: [UInt8], scale: Float, zero: Float) {
+        self.levels = levels; self.scale = scale; self.zero = zero
+        values = levels.map { scale * (Float($0) - zero) }
+    }
 
     /// Index of the nearest value (ties to the lower).
     @inline(__always) public func code(_ w: Float) -> UInt8 {

@@ -153,8 +153,11 @@ final class SolverGrid {
     let groupSize: Int
     var scaleT: [Float]     // [nGroups, rows]
     var zeroT: [Float]
-    var lut: [Float]        // [rows, K]
+    var lut: [Float]        // [rows, K] values of the stored codebooks
     var mids: [Float]       // [rows, K-1]
+    var lutLevels: [UInt8]  // [rows, K] what is stored: bytes on each row's 8-bit grid
+    var lutScale: [Float]   // [rows]
+    var lutZero: [Float]    // [rows]
     var nGroups: Int { (cols + groupSize - 1) / groupSize }
     var K: Int { 1 << bits }
 
@@ -166,6 +169,9 @@ final class SolverGrid {
         zeroT = format == .affine ? [Float](repeating: 0, count: ng * rows) : []
         lut = format == .lut ? [Float](repeating: 0, count: rows << spec.bits) : []
         mids = format == .lut ? [Float](repeating: 0, count: rows * ((1 << spec.bits) - 1)) : []
+        lutLevels = format == .lut ? [UInt8](repeating: 0, count: rows << spec.bits) : []
+        lutScale = format == .lut ? [Float](repeating: 1, count: rows) : []
+        lutZero = format == .lut ? [Float](repeating: 0, count: rows) : []
     }
 
     func setAffine(group: Int, row: Int, _ g: AffineGrid) {
@@ -181,7 +187,8 @@ final class SolverGrid {
 
     func setLUT(row: Int, _ g: LUTGrid) {
         let k = K
-        for i in 0..<k { lut[row * k + i] = g.values[i] }
+        for i in 0..<k { lut[row * k + i] = g.values[i]; lutLevels[row * k + i] = g.levels[i] }
+        lutScale[row] = g.scale; lutZero[row] = g.zero
         for i in 0..<(k - 1) { mids[row * (k - 1) + i] = (g.values[i] + g.values[i + 1]) * 0.5 }
     }
 
@@ -237,7 +244,9 @@ final class SolverGrid {
                 }
             }
         } else {
-            q.lut = lut.map(f16Bits)
+            q.lut = lutLevels
+            q.scales = lutScale.map(f16Bits)
+            q.zeros = lutZero.map(f16Bits)
         }
         if let p = perm { q.perm = p.map { Int32($0) } }
         if !outliers.isEmpty {

@@ -386,7 +386,7 @@ extension QuantizedMatrix {
             if format == .affine {
                 scales = arr(m.scales, rows * nGroups); zeros = arr(m.zeros, rows * nGroups)
             } else {
-                lut = arr(m.lut, rows << bits)
+                lut = arr(m.lut, rows << bits); scales = arr(m.scales, rows); zeros = arr(m.zeros, rows)
             }
         }
         if meta.permuted { perm = arr(m.perm, cols) }

@@ -59,9 +59,9 @@ public struct QuantizedMatrix: Sendable {
     public var bits: Int
     public var groupSize: Int          // resolved: cols when one group per row
     public var codes: [UInt8]          // [rows, cols]; f16 format: empty
-    public var scales: [UInt16] = []   // affine [rows, nGroups] f16
-    public var zeros: [UInt16] = []    // affine [rows, nGroups] f16
-    public var lut: [UInt16] = []      // lut [rows, 2^bits] f16
+    public var scales: [UInt16] = []   // affine [rows, nGroups] f16; lut [rows] f16
+    public var zeros: [UInt16] = []    // affine [rows, nGroups] f16; lut [rows] f16
+    public var lut: [UInt8] = []       // lut [rows, 2^bits] codebook levels: w = scale · (lut[q] − zero)
     public var halves: [UInt16] = []   // f16 format [rows, cols]
     public var perm: [Int32]? = nil    // stored column j = original column perm[j]
     public var outRowPtr: [Int32] = []
@@ -69,6 +69,12 @@ public struct QuantizedMatrix: Sendable {
     public var outVal: [Float] = []
 
     public var nGroups: Int { (cols + groupSize - 1) / groupSize }
+
+    /// LUT format: row r's stored codebook.
+    public func lutGrid(row r: Int) -> LUTGrid {
+        let k = 1 << bits
+        return LUTGrid(levels: Array(lut[(r * k)..<((r + 1) * k)]), scale: qlm_f16_to_f32(scales[r]), zero: qlm_f16_to_f32(zeros[r]))
+    }
 
     public var meta: PackedMatrixMeta {
         PackedMatrixMeta(rows: rows, cols: cols, format: format.rawValue, bits: bits, groupSize: groupSize,
@@ -97,7 +103,9 @@ public struct QuantizedMatrix: Sendable {
         case .lut:
             let p = packedCodes()
             out.append((".codes", "u8", [p.count], d(p)))
-            out.append((".lut", "f16", [rows, 1 << bits], d(lut)))
+            out.append((".lut", "u8", [rows, 1 << bits], d(lut)))
+            out.append((".scales", "f16", [rows, 1], d(scales)))
+            out.append((".zeros", "f16", [rows, 1], d(zeros)))
         }
         if let p = perm { out.append((".perm", "i32", [cols], d(p))) }
         if !outVal.isEmpty {
@@ -129,7 +137,7 @@ public struct QuantizedMatrix: Sendable {
             case ".codes": m.codes = p.assumingMemoryBound(to: UInt8.self)
             case ".scales": m.scales = p.assumingMemoryBound(to: UInt16.self)
             case ".zeros": m.zeros = p.assumingMemoryBound(to: UInt16.self)
-            case ".lut": m.lut = p.assumingMemoryBound(to: UInt16.self)
+            case ".lut": m.lut = p.assumingMemoryBound(to: UInt8.self)
             case ".perm": m.perm = p.assumingMemoryBound(to: Int32.self)
             case ".out_rowptr": m.out_rowptr = p.assumingMemoryBound(to: Int32.self)
             case ".out_col": m.out_col = p.assumingMemoryBound(to: UInt16.self)

@@ -35,7 +35,8 @@ public func quantizeRTN(_ W: [Float], rows: Int, cols: Int, spec: QuantSpec) thr
             let vals = (0..<cols).filter { keep[$0] }.map { row[$0] }
             let (cent, _) = weightedKMeans1D(vals.isEmpty ? [0] : vals, k: 1 << spec.bits)
             let grid = LUTGrid(values: cent)
-            q.lut += grid.values.map(f16Bits)
+            q.lut += grid.levels
+            q.scales.append(f16Bits(grid.scale)); q.zeros.append(f16Bits(grid.zero))
             for j in 0..<cols {
                 let c = grid.code(keep[j] ? row[j] : 0)
                 q.codes[r * cols + j] = c
