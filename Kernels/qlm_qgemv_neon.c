@@ -28,13 +28,13 @@ QINL void decode_neon(const uint8_t *p, const int BITS, uint8x16_t c[4]) {
         c[2] = vandq_u8(vshrq_n_u8(v, 4), m3);
         c[3] = vshrq_n_u8(v, 6);
         if (BITS == 3) {
-            const uint8x8_t h8 = vld1_u8(p + 16);
-            const uint8x16_t h = vcombine_u8(h8, vshr_n_u8(h8, 4));  // lane l: bit k = hi of chunk k
-            const uint8x16_t m4 = vdupq_n_u8(4);
-            c[0] = vorrq_u8(c[0], vandq_u8(vshlq_n_u8(h, 2), m4));
-            c[1] = vorrq_u8(c[1], vandq_u8(vshlq_n_u8(h, 1), m4));
-            c[2] = vorrq_u8(c[2], vandq_u8(h, m4));
-            c[3] = vorrq_u8(c[3], vandq_u8(vshrq_n_u8(h, 1), m4));
+            // High bits: a 64-bit lane mask, bit 16k + l = hi of chunk k, lane l (bytes 2k, 2k + 1).
+            static const uint8_t sel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+            const uint8x16_t bitsel = vld1q_u8(sel), m4 = vdupq_n_u8(4);
+            for (int k = 0; k < 4; k++) {
+                const uint8x16_t h = vcombine_u8(vdup_n_u8(p[16 + 2 * k]), vdup_n_u8(p[17 + 2 * k]));
+                c[k] = vorrq_u8(c[k], vandq_u8(vtstq_u8(h, bitsel), m4));
+            }
         }
     } else if (BITS == 4) {
         const uint8x16_t lo = vld1q_u8(p), hi = vld1q_u8(p + 16), m15 = vdupq_n_u8(15);

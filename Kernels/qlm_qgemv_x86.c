@@ -9,9 +9,8 @@
 // 2^bits entries. Further tricks (AVX-512):
 //   2-bit: chunks 1 and 3 are looked up with the indices of chunks 0 and 2 in a second table
 //          t1[i] = t[i >> 2] (index bits 2..3 select), which saves two of three shifts;
-//   3-bit: the low 2 bits index a period-4 table; the high bit becomes a 16-lane mask
-//          (vptestmb on the 8 high-bit bytes) that selects a second table's entries with a
-//          masked permute (lut: also the t1 trick above);
+//   3-bit: the low 2 bits index a period-4 table; the high bits, stored as a lane mask, select
+//          a second table's entries with a masked permute (lut: also the t1 trick above);
 //   8-bit: codes are converted to f32 and s·(q − z) is computed per vector.
 // AVX2 4-bit uses two 8-entry permutes and a blend on index bit 3.
 // So every path computes exactly the weights of qlm_qmatrix_dequant_rows; only the summation
@@ -59,33 +58,27 @@ enum { KIND_AFFINE = 0, KIND_LUT = 1 };
 // PAIR (2-bit codes in pairs of chunks): chunks 1 and 3 reuse the indices of chunks 0 and 2 and
 // are looked up in a table that reads index bits 2..3 (t[j >> 2]) instead of bits 0..1, which
 // saves two of the three shifts.
+// 3-bit: the high-bit plane is a 64-bit lane mask (bit j = hi(w[j])), so chunk k's mask is its
+// bits 16k .. 16k+15.
+Q512 QINL void hibits512(const uint8_t *p, __mmask16 hm[4]) {
+    for (int k = 0; k < 4; k++) hm[k] = _load_mask16((__mmask16 *)(void *)(p + 16 + 2 * k));
+}
+
 Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m512i idx[4], __mmask16 hm[4]) {
     if (BITS == 2 || (BITS == 3 && PAIR)) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         idx[0] = idx[1] = v;
         idx[2] = idx[3] = _mm512_srli_epi32(v, 4);
-        if (BITS == 3) {
-            const __m128i h8 = _mm_loadl_epi64((const __m128i *)(p + 16));
-            const __m128i h = _mm_unpacklo_epi64(h8, _mm_srli_epi16(h8, 4));
-            hm[0] = _mm_test_epi8_mask(h, _mm_set1_epi8(1));
-            hm[1] = _mm_test_epi8_mask(h, _mm_set1_epi8(2));
-            hm[2] = _mm_test_epi8_mask(h, _mm_set1_epi8(4));
-            hm[3] = _mm_test_epi8_mask(h, _mm_set1_epi8(8));
-        }
+        if (BITS == 3) hibits512(p, hm);
     } else if (BITS == 3) {
-        // Low 2 bits as for 2-bit (the tables repeat every 4 entries); the high bit becomes a lane
-        // mask per chunk: lanes 0..7 = bytes 16..23, lanes 8..15 = the same bytes >> 4, bit k.
+        // Low 2 bits as for 2-bit (the tables repeat every 4 entries); the high bits are the
+        // chunks' 16-lane masks.
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         idx[0] = v;
         idx[1] = _mm512_srli_epi32(v, 2);
         idx[2] = _mm512_srli_epi32(v, 4);
         idx[3] = _mm512_srli_epi32(v, 6);
-        const __m128i h8 = _mm_loadl_epi64((const __m128i *)(p + 16));
-        const __m128i h = _mm_unpacklo_epi64(h8, _mm_srli_epi16(h8, 4));
-        hm[0] = _mm_test_epi8_mask(h, _mm_set1_epi8(1));
-        hm[1] = _mm_test_epi8_mask(h, _mm_set1_epi8(2));
-        hm[2] = _mm_test_epi8_mask(h, _mm_set1_epi8(4));
-        hm[3] = _mm_test_epi8_mask(h, _mm_set1_epi8(8));
+        hibits512(p, hm);
     } else if (BITS == 4) {
         const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         const __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)));
@@ -474,11 +467,6 @@ Q256 QINL float hsum256(__m256 v) {
 
 Q256 QINL __m256i zext8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 
-// Bit `from` of each lane moved to bit 2, other bits arbitrary except bits 0..1 (cleared by and).
-Q256 QINL __m256i hibit_at2(__m256i h, const int from) {
-    __m256i t = from < 2 ? _mm256_slli_epi32(h, 2 - from) : from > 2 ? _mm256_srli_epi32(h, from - 2) : h;
-    return _mm256_and_si256(t, _mm256_set1_epi32(4));
-}
 
 // Indices of the eight 8-weight chunks of one superblock (chunk j = weights 8j .. 8j+7).
 Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
@@ -489,10 +477,19 @@ Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
         idx[4] = _mm256_srli_epi32(a, 4); idx[5] = _mm256_srli_epi32(b, 4);
         idx[6] = _mm256_srli_epi32(a, 6); idx[7] = _mm256_srli_epi32(b, 6);
         if (BITS == 3) {
-            const __m256i h = zext8(p + 16), m3 = _mm256_set1_epi32(3);
-            for (int k = 0; k < 4; k++) {
-                idx[2 * k] = _mm256_or_si256(_mm256_and_si256(idx[2 * k], m3), hibit_at2(h, k));
-                idx[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(idx[2 * k + 1], m3), hibit_at2(h, 4 + k));
+            // Chunk j's high bits are byte j of the mask, bit l for lane l: broadcast 4 mask bytes,
+            // shift bit 8·(j mod 4) + l of lane l down to bit 0, keep it, move it to bit 2.
+            const __m256i m3 = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+            const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            for (int half = 0; half < 2; half++) {
+                uint32_t hw;
+                memcpy(&hw, p + 16 + 4 * half, 4);
+                const __m256i h = _mm256_set1_epi32((int)hw);
+                for (int q = 0; q < 4; q++) {
+                    const int j = 4 * half + q;
+                    const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(h, _mm256_add_epi32(lane, _mm256_set1_epi32(8 * q))), one);
+                    idx[j] = _mm256_or_si256(_mm256_and_si256(idx[j], m3), _mm256_slli_epi32(bit, 2));
+                }
             }
         }
     } else if (BITS == 4) {

@@ -80,9 +80,8 @@ static void sb_pack(int bits, const uint8_t w[64], uint8_t *d) {
         if (bits == 3)
             for (int i = 0; i < 8; i++) {
                 unsigned b = 0;
-                for (int k = 0; k < 4; k++)
-                    b |= (unsigned)((w[i + 16 * k] >> 2) & 1) << k | (unsigned)((w[i + 8 + 16 * k] >> 2) & 1) << (4 + k);
-                d[16 + i] = (uint8_t)b;
+                for (int l = 0; l < 8; l++) b |= (unsigned)((w[8 * i + l] >> 2) & 1) << l;
+                d[16 + i] = (uint8_t)b;  // byte i of the little-endian mask: bits 8i .. 8i+7
             }
         break;
     case 4:
@@ -106,13 +105,7 @@ static inline void sb_unpack(int bits, const uint8_t *s, uint8_t w[64]) {
             w[i + 48] = (b >> 6) & 3;
         }
         if (bits == 3)
-            for (int i = 0; i < 8; i++) {
-                const unsigned h = s[16 + i];
-                for (int k = 0; k < 4; k++) {
-                    w[i + 16 * k] |= (uint8_t)(((h >> k) & 1) << 2);
-                    w[i + 8 + 16 * k] |= (uint8_t)(((h >> (4 + k)) & 1) << 2);
-                }
-            }
+            for (int j = 0; j < 64; j++) w[j] |= (uint8_t)(((s[16 + j / 8] >> (j % 8)) & 1) << 2);
         break;
     case 4:
         for (int i = 0; i < 32; i++) {
@@ -156,6 +149,21 @@ void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int co
             const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
             memcpy(qr + j0, w, (size_t)n);
         }
+    }
+}
+
+void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols) {
+    const size_t total = qlm_row_bytes(bits, cols) * (size_t)(rows > 0 ? rows : 0);
+    memcpy(dst, src, total);
+    if (bits != 3) return;
+    for (size_t o = 0; o < total; o += 24) {  // superblocks are contiguous: rows are whole superblocks
+        uint64_t h = 0;
+        for (int i = 0; i < 8; i++)
+            for (int k = 0; k < 4; k++) {
+                h |= (uint64_t)((src[o + 16 + (size_t)i] >> k) & 1) << (i + 16 * k);
+                h |= (uint64_t)((src[o + 16 + (size_t)i] >> (4 + k)) & 1) << (i + 8 + 16 * k);
+            }
+        for (int i = 0; i < 8; i++) dst[o + 16 + (size_t)i] = (uint8_t)(h >> (8 * i));
     }
 }
 
@@ -356,7 +364,7 @@ size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
 // ---------------------------------------------------------------------------------------------
 int qlm_act_i16_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    return qlm_cpu_has_vnni_bitalg();
+    return qlm_cpu_has_vnni();
 #else
     return 0;
 #endif
@@ -378,7 +386,7 @@ static void act_init_from_env(void) {
     if (env && *env) {
         if (strcmp(env, "f32") == 0) a = QLM_ACT_F32;
         else if (strcmp(env, "i16") == 0) {
-            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX-512 VNNI + BITALG; using f32\n");
+            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX-512 VNNI; using f32\n");
             else a = QLM_ACT_I16;
         } else fprintf(stderr, "qlm: unknown QLM_ACT=%s (f32|i16); using %s\n", env, a == QLM_ACT_I16 ? "i16" : "f32");
     }

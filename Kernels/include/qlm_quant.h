@@ -13,8 +13,10 @@
 // Superblock layouts (64 weights; "w[k]" = weight k of the superblock, codes unsigned):
 //   bits 2: 16 bytes. byte i (0..15): bits 2k..2k+1 hold w[i + 16k], k = 0..3.
 //   bits 3: 24 bytes. bytes 0..15: the low 2 bits, laid out as for bits 2;
-//           bytes 16..23: the high bit. byte 16+i (i = 0..7): bit k = hi(w[i + 16k]),
-//           bit 4+k = hi(w[i + 8 + 16k]), k = 0..3.
+//           bytes 16..23: the high bits as one little-endian 64-bit lane mask, bit j = hi(w[j])
+//           (AVX-512 loads it straight into a mask register). Code layout 2; layout 1 (files
+//           written before 2026-11-22) had byte 16+i, bit k = hi(w[i + 16k]), bit 4+k =
+//           hi(w[i + 8 + 16k]): qlm_codes_from_layout1 converts.
 //   bits 4: 32 bytes. byte i (0..31): low nibble = w[i], high nibble = w[i + 32].
 //   bits 8: 64 bytes. byte i = w[i].
 // These layouts let a 16-lane SIMD register take 16 consecutive weights with one zero-extending
@@ -73,6 +75,11 @@ size_t qlm_storage_bytes(const qlm_qmatrix *m);
 void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols);
 // Inverse of qlm_pack_codes (exact round trip).
 void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int cols);
+// The superblock layout version qlm_pack_codes writes (see the layouts above).
+#define QLM_CODE_LAYOUT 2
+// Packed codes written with code layout 1 → the current layout (only 3-bit differs; other bit
+// widths are copied). src and dst hold rows · qlm_row_bytes(bits, cols) bytes and may not overlap.
+void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);
 
 // Dequantize rows [r0, r1) into out[(r1 - r0), cols] in ORIGINAL column order, outliers included.
 void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);
@@ -83,7 +90,7 @@ size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 // Activation precision of the decode GEMV where an integer kernel exists (affine and LUT formats
-// on AVX-512 VNNI + BITALG; f16 and every other path keep f32 activations):
+// on AVX-512 VNNI; f16 and every other path keep f32 activations):
 //   QLM_ACT_I16: x is quantised per segment of 128 values (64 / 32 for groups of 64·k / 32) to 15 bits
 //                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd;
 //   QLM_ACT_F32: the f32 kernels.

@@ -307,11 +307,19 @@ final class QuantKernelTests: HoldsKernelState {
             var e2 = [UInt8](repeating: 0, count: 16)
             e2[k % 16] = 3 << (2 * (k / 16))
             #expect(Self.packSingle(bits: 2, index: k, value: 3) == e2, "2-bit weight \(k)")
-            // 3-bit: low bits as 2-bit; high bit in byte 16 + (k % 8), bit (k / 16) + 4·((k % 16) / 8).
+            // 3-bit: low bits as 2-bit; high bit = bit k of the little-endian u64 at byte 16.
             var e3 = [UInt8](repeating: 0, count: 24)
             e3[k % 16] = 1 << (2 * (k / 16))
-            e3[16 + k % 8] = 1 << ((k / 16) + 4 * ((k % 16) / 8))
+            e3[16 + k / 8] = 1 << (k % 8)
             #expect(Self.packSingle(bits: 3, index: k, value: 5) == e3, "3-bit weight \(k)")
+            // Code layout 1 (before 2026-11-22): high bit in byte 16 + (k % 8), bit (k / 16) + 4·((k % 16) / 8);
+            // qlm_codes_from_layout1 turns it into the current layout.
+            var old3 = e3
+            old3[16 + k / 8] = 0
+            old3[16 + k % 8] |= 1 << ((k / 16) + 4 * ((k % 16) / 8))
+            var conv = [UInt8](repeating: 0xEE, count: 24)
+            qlm_codes_from_layout1(3, old3, &conv, 1, 64)
+            #expect(conv == e3, "3-bit layout 1 → 2, weight \(k)")
             // 4-bit: byte k % 32, low nibble for k < 32.
             var e4 = [UInt8](repeating: 0, count: 32)
             e4[k % 32] = k < 32 ? 0x0B : 0xB0
@@ -319,6 +327,32 @@ final class QuantKernelTests: HoldsKernelState {
             var e8 = [UInt8](repeating: 0, count: 64)
             e8[k] = 200
             #expect(Self.packSingle(bits: 8, index: k, value: 200) == e8, "8-bit weight \(k)")
+        }
+    }
+
+    @Test func layout1ConversionMatchesTheOldSpec() {
+        var rng = Rng(12)
+        for (rows, cols) in [(1, 64), (3, 100), (2, 576)] {
+            let q = (0..<(rows * cols)).map { _ in UInt8(rng.below(8)) }
+            let rb = qlm_row_bytes(3, Int32(cols))
+            // Pack with the old layout by hand: 2-bit plane as now, high bits interleaved per nibble.
+            var old = [UInt8](repeating: 0, count: rows * rb)
+            for r in 0..<rows {
+                for j in 0..<cols {
+                    let sb = j / 64, k = j % 64, base = r * rb + sb * 24
+                    old[base + k % 16] |= (q[r * cols + j] & 3) << (2 * (k / 16))
+                    old[base + 16 + k % 8] |= ((q[r * cols + j] >> 2) & 1) << ((k / 16) + 4 * ((k % 16) / 8))
+                }
+            }
+            var conv = [UInt8](repeating: 0, count: rows * rb)
+            qlm_codes_from_layout1(3, old, &conv, Int32(rows), Int32(cols))
+            var back = [UInt8](repeating: 0xFF, count: rows * cols)
+            qlm_unpack_codes(3, conv, &back, Int32(rows), Int32(cols))
+            #expect(back == q, "\(rows)x\(cols)")
+            var same = [UInt8](repeating: 0, count: rows * Int(qlm_row_bytes(4, Int32(cols))))
+            let src4 = (0..<same.count).map { _ in UInt8(rng.below(256)) }
+            qlm_codes_from_layout1(4, src4, &same, Int32(rows), Int32(cols))
+            #expect(same == src4, "other widths are copied")
         }
     }
 

@@ -29,6 +29,9 @@ public struct PackedMatrixMeta: Codable, Sendable, Equatable {
     public var groupSize: Int
     public var outliers: Int
     public var permuted: Bool
+    /// Superblock code layout (QLM_CODE_LAYOUT in qlm_quant.h); absent = 1, files written before
+    /// 2026-11-22, whose 3-bit codes are converted to the current layout when loaded.
+    public var codeLayout: Int?
 
     public var qlmFormat: qlm_format? {
         switch format {
@@ -146,6 +149,7 @@ public final class QLMWeightsFile: @unchecked Sendable {
         let r = meta.rows, c = meta.cols
         guard r > 0, c > 0, c <= 65535 || meta.outliers == 0 else { throw QLMError.tensor(path: path, tensor: name, detail: "bad shape \(r)×\(c)") }
         var m = qlm_qmatrix()
+        var extraOwners: [AnyObject] = []
         m.rows = Int32(r); m.cols = Int32(c); m.format = Int32(fmt.rawValue); m.bits = Int32(meta.bits); m.group_size = Int32(meta.groupSize)
         switch fmt {
         case QLM_FMT_F16:
@@ -154,7 +158,19 @@ public final class QLMWeightsFile: @unchecked Sendable {
         case QLM_FMT_AFFINE, QLM_FMT_LUT:
             let okBits = fmt == QLM_FMT_AFFINE ? [2, 3, 4, 8] : [2, 3, 4]
             guard okBits.contains(meta.bits) else { throw QLMError.tensor(path: path, tensor: name, detail: "\(meta.format) with \(meta.bits) bits") }
-            m.codes = try blob(name + ".codes", dtype: "u8", count: r * qlm_row_bytes(Int32(meta.bits), Int32(c))).assumingMemoryBound(to: UInt8.self)
+            let codeBytes = r * qlm_row_bytes(Int32(meta.bits), Int32(c))
+            m.codes = try blob(name + ".codes", dtype: "u8", count: codeBytes).assumingMemoryBound(to: UInt8.self)
+            switch meta.codeLayout ?? 1 {
+            case Int(QLM_CODE_LAYOUT): break
+            case 1 where meta.bits == 3:  // older 3-bit high-bit plane: convert once into memory
+                let conv = OwnedBytes(count: codeBytes)
+                qlm_codes_from_layout1(3, m.codes, conv.ptr.assumingMemoryBound(to: UInt8.self), Int32(r), Int32(c))
+                m.codes = UnsafePointer(conv.ptr.assumingMemoryBound(to: UInt8.self))
+                extraOwners.append(conv)
+            case 1: break  // other widths did not change
+            default:
+                throw QLMError.tensor(path: path, tensor: name, detail: "code layout \(meta.codeLayout!) (this qlm reads layouts 1 and \(QLM_CODE_LAYOUT)): written by a newer qlm?")
+            }
             if fmt == QLM_FMT_AFFINE {
                 guard meta.groupSize > 0, [32, 64, 128].contains(meta.groupSize) || meta.groupSize == c else {
                     throw QLMError.tensor(path: path, tensor: name, detail: "group size \(meta.groupSize)")
@@ -199,7 +215,7 @@ public final class QLMWeightsFile: @unchecked Sendable {
             m.out_col = col
             m.out_val = try blob(name + ".out_val", dtype: "f32", count: meta.outliers).assumingMemoryBound(to: Float.self)
         }
-        return PackedMatrix(meta: meta, m: m, owners: [file])
+        return PackedMatrix(meta: meta, m: m, owners: [file] + extraOwners)
     }
 }
 

@@ -78,7 +78,7 @@ public struct QuantizedMatrix: Sendable {
 
     public var meta: PackedMatrixMeta {
         PackedMatrixMeta(rows: rows, cols: cols, format: format.rawValue, bits: bits, groupSize: groupSize,
-                         outliers: outVal.count, permuted: perm != nil)
+                         outliers: outVal.count, permuted: perm != nil, codeLayout: format == .f16 ? nil : Int(QLM_CODE_LAYOUT))
     }
 
     func packedCodes() -> [UInt8] {
@@ -156,6 +156,7 @@ public struct QuantizedMatrix: Sendable {
 /// 64-byte-aligned copy of some bytes with a stable address.
 final class OwnedBytes {
     let ptr: UnsafeMutableRawPointer
+    init(count: Int) { ptr = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 64) }
     init(_ d: Data) {
         ptr = UnsafeMutableRawPointer.allocate(byteCount: max(d.count, 1), alignment: 64)
         d.withUnsafeBytes { if d.count > 0 { ptr.copyMemory(from: $0.baseAddress!, byteCount: d.count) } }
