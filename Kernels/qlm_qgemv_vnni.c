@@ -1,4 +1,4 @@
-// Affine and LUT packed GEMV with 16-bit integer activations and VNNI dot products (AVX-512 F/BW/VL + VNNI).
+// Affine and LUT packed GEMV with 16-bit integer activations and VNNI dot products (AVX-512 F/BW/VL + VNNI, GFNI).
 //
 // Why: with f32 activations every 16 weights cost one table permute and one FMA, so below 4 bits
 // the f32 kernels (qlm_qgemv_x86.c) are bound by vector ops, not by memory. Here the codes stay
@@ -17,8 +17,10 @@
 // summation order; tests check exactly that (qlm_qgemv_act_i16_roundtrip gives x̂).
 //
 // Code decode per 64-weight superblock into 64 byte lanes, lane j = w[j] (layouts in qlm_quant.h):
-//   2-bit: broadcast the 16 bytes to the four 128-bit lanes, shift 16-bit words by 0/2/4/6, & 3;
-//   4-bit: broadcast the 32 bytes to both halves, shift by 0/4, & 15;
+//   2-bit: broadcast the 16 bytes to the four 128-bit lanes, lane k takes bits 2k..2k+1 of each
+//          byte (one vgf2p8affineqb, see qv_bitfield);
+//   4-bit: broadcast the 32 bytes to both halves, the low half takes the low nibbles, the high
+//          half the high ones (likewise);
 //   3-bit: the 2-bit plane as above, then + 4 under the high-bit plane, which is stored as the
 //          64-bit lane mask itself (one kmovq; the earlier layout needed a vpshufbitqmb gather,
 //          ~15% slower);
@@ -32,26 +34,35 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define QV512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define QV512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")))
 #define QVINL __attribute__((always_inline)) static inline
 
-int qlm_cpu_has_vnni(void) {
+int qlm_cpu_has_vnni_gfni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-           __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("gfni") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
-// Word shift counts: 2-bit, 128-bit lane k shifts by 2k; 4-bit, 256-bit half h shifts by 4h.
-static const uint16_t qv_sh2[32] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2,
-                                    4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6};
-static const uint16_t qv_sh4[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4};
 // G == 32: lanes 0..7 take entry 2t, lanes 8..15 entry 2t + 1 of a 16-entry scale vector.
 static int32_t qv_pair[8][16];
 
+// Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb, one op instead of a shift
+// and a mask; ~4-11% faster kernels): the 8x8 bit matrix of each qword lane picks `width` bits
+// from `shift` up. 4-bit: the low 256 bits take the low nibbles, the high 256 bits the high ones;
+// 2-bit: 128-bit lane k takes bits 2k, 2k+1.
+static uint64_t qv_gf4[8], qv_gf2[8];
+static uint64_t qv_bitfield(int shift, int width) {  // output bit i = input bit i + shift (i < width)
+    uint64_t a = 0;
+    for (int i = 0; i < width; i++) a |= (uint64_t)(1u << (i + shift)) << (8 * (7 - i));
+    return a;
+}
+
 static void qv_tables_init(void) {
+    for (int l = 0; l < 8; l++) {
+        qv_gf4[l] = qv_bitfield(l < 4 ? 0 : 4, 4);
+        qv_gf2[l] = qv_bitfield(2 * (l / 2), 2);
+    }
     for (int t = 0; t < 8; t++)
         for (int l = 0; l < 16; l++) qv_pair[t][l] = 2 * t + (l >= 8);
 }
@@ -62,10 +73,10 @@ QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
     if (BITS == 8) return _mm512_loadu_si512((const void *)p);
     if (BITS == 4) {
         const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
-        return _mm512_and_si512(_mm512_srlv_epi16(v, _mm512_loadu_si512((const void *)qv_sh4)), _mm512_set1_epi8(15));
+        return _mm512_gf2p8affine_epi64_epi8(v, _mm512_loadu_si512((const void *)qv_gf4), 0);
     }
     const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
-    const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(v, _mm512_loadu_si512((const void *)qv_sh2)), _mm512_set1_epi8(3));
+    const __m512i lo = _mm512_gf2p8affine_epi64_epi8(v, _mm512_loadu_si512((const void *)qv_gf2), 0);
     if (BITS == 2) return lo;
     return _mm512_mask_add_epi8(lo, _load_mask64((__mmask64 *)(void *)(p + 16)), lo, _mm512_set1_epi8(4));
 }

@@ -41,7 +41,7 @@ qlm_dqrow_fn qlm_dqrow_pick_avx512(const qlm_qmatrix *m);
 qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m);
 
 // Integer activations (qlm_qgemv_vnni.c; x86 only).
-int qlm_cpu_has_vnni(void);
+int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
