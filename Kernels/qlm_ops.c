@@ -274,21 +274,29 @@ static void causal_softmax_row(float *s, int n_valid, float scale) {
 
 // One query against `valid` cached keys: s = softmax(scale · K q), o = Vᵀ s. Decode-time
 // attention; the dot products need explicit SIMD because f32 reductions do not auto-vectorise.
-static void attend_one_scalar(const float *qv, const float *K, const float *V, int kvstride, int valid,
-                              int hd, float scale, float *s, float *o) {
+// H = 1: K and V rows are f16 (the f16 KV cache), read as their f32 values.
+static inline float kv_at(const void *base, size_t i, const int H) {
+    return H ? qlm_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+static inline void attend_one_scalar_h(const float *qv, const void *K, const void *V, int kvstride, int valid,
+                                       int hd, float scale, float *s, float *o, const int H) {
     for (int j = 0; j < valid; j++) {
-        const float *kv = K + (size_t)j * kvstride;
         float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
+        for (int i = 0; i < hd; i++) d += qv[i] * kv_at(K, (size_t)j * kvstride + (size_t)i, H);
         s[j] = d;
     }
     causal_softmax_row(s, valid, scale);
     for (int i = 0; i < hd; i++) o[i] = 0.0f;
     for (int j = 0; j < valid; j++) {
         const float p = s[j];
-        const float *vv = V + (size_t)j * kvstride;
-        for (int i = 0; i < hd; i++) o[i] += p * vv[i];
+        for (int i = 0; i < hd; i++) o[i] += p * kv_at(V, (size_t)j * kvstride + (size_t)i, H);
     }
+}
+
+static void attend_one_scalar(const float *qv, const float *K, const float *V, int kvstride, int valid,
+                              int hd, float scale, float *s, float *o) {
+    attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
 }
 
 #if defined(__x86_64__)
@@ -311,8 +319,15 @@ __attribute__((target("avx512f"))) static inline __m512 hsum16_avx512(__m512 a[1
 
 // NV = hd / 16 as a compile-time constant where possible: with a runtime count the accumulators
 // live on the stack and the V loop becomes a store-to-load chain (measured: ~10 cycles per FMA).
+// 16 K/V values of row `p` at element offset `off` as f32 (H = 1: f16 rows).
+__attribute__((target("avx512f"), always_inline)) static inline __m512 kv_load512(const void *p, size_t off, const int H) {
+    return H ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + off)))
+             : _mm512_loadu_ps((const float *)p + off);
+}
+
 __attribute__((target("avx512f"), always_inline)) static inline void attend_one_avx512_nv(
-    const float *qv, const float *K, const float *V, int kvstride, int valid, const int NV, float scale, float *s, float *o) {
+    const float *qv, const void *K, const void *V, int kvstride, int valid, const int NV, float scale, float *s, float *o,
+    const int H) {
     __m512 qr[16], acc0[16], acc1[16];
     for (int v = 0; v < NV; v++) qr[v] = _mm512_loadu_ps(qv + 16 * v);
     // Scores 16 keys at a time: 16 lane-wise partial dot products, then one transposing
@@ -321,17 +336,17 @@ __attribute__((target("avx512f"), always_inline)) static inline void attend_one_
     for (; j + 16 <= valid; j += 16) {
         __m512 a[16];
         for (int u = 0; u < 16; u++) {
-            const float *kv = K + (size_t)(j + u) * kvstride;
-            __m512 d = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kv));
-            for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[v], _mm512_loadu_ps(kv + 16 * v), d);
+            const size_t kv = (size_t)(j + u) * kvstride;
+            __m512 d = _mm512_mul_ps(qr[0], kv_load512(K, kv, H));
+            for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[v], kv_load512(K, kv + 16 * (size_t)v, H), d);
             a[u] = d;
         }
         _mm512_storeu_ps(s + j, hsum16_avx512(a));
     }
     for (; j < valid; j++) {
-        const float *kv = K + (size_t)j * kvstride;
-        __m512 d = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kv));
-        for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[v], _mm512_loadu_ps(kv + 16 * v), d);
+        const size_t kv = (size_t)j * kvstride;
+        __m512 d = _mm512_mul_ps(qr[0], kv_load512(K, kv, H));
+        for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[v], kv_load512(K, kv + 16 * (size_t)v, H), d);
         s[j] = _mm512_reduce_add_ps(d);
     }
     causal_softmax_row(s, valid, scale);
@@ -340,43 +355,59 @@ __attribute__((target("avx512f"), always_inline)) static inline void attend_one_
     j = 0;
     for (; j + 2 <= valid; j += 2) {
         const __m512 p0 = _mm512_set1_ps(s[j]), p1 = _mm512_set1_ps(s[j + 1]);
-        const float *v0 = V + (size_t)j * kvstride, *v1 = v0 + kvstride;
+        const size_t v0 = (size_t)j * kvstride, v1 = v0 + (size_t)kvstride;
         for (int v = 0; v < NV; v++) {
-            acc0[v] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * v), acc0[v]);
-            acc1[v] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * v), acc1[v]);
+            acc0[v] = _mm512_fmadd_ps(p0, kv_load512(V, v0 + 16 * (size_t)v, H), acc0[v]);
+            acc1[v] = _mm512_fmadd_ps(p1, kv_load512(V, v1 + 16 * (size_t)v, H), acc1[v]);
         }
     }
     if (j < valid) {
         const __m512 p0 = _mm512_set1_ps(s[j]);
-        const float *v0 = V + (size_t)j * kvstride;
-        for (int v = 0; v < NV; v++) acc0[v] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * v), acc0[v]);
+        const size_t v0 = (size_t)j * kvstride;
+        for (int v = 0; v < NV; v++) acc0[v] = _mm512_fmadd_ps(p0, kv_load512(V, v0 + 16 * (size_t)v, H), acc0[v]);
     }
     for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(acc0[v], acc1[v]));
 }
 
-__attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv, const float *K, const float *V, int kvstride,
-                                                                int valid, int hd, float scale, float *s, float *o) {
+__attribute__((target("avx512f"), always_inline)) static inline void attend_one_avx512_h(
+    const float *qv, const void *K, const void *V, int kvstride, int valid, int hd, float scale, float *s, float *o, const int H) {
     switch (hd) {
-    case 64: attend_one_avx512_nv(qv, K, V, kvstride, valid, 4, scale, s, o); return;
-    case 128: attend_one_avx512_nv(qv, K, V, kvstride, valid, 8, scale, s, o); return;
-    case 32: attend_one_avx512_nv(qv, K, V, kvstride, valid, 2, scale, s, o); return;
-    case 16: attend_one_avx512_nv(qv, K, V, kvstride, valid, 1, scale, s, o); return;
+    case 64: attend_one_avx512_nv(qv, K, V, kvstride, valid, 4, scale, s, o, H); return;
+    case 128: attend_one_avx512_nv(qv, K, V, kvstride, valid, 8, scale, s, o, H); return;
+    case 32: attend_one_avx512_nv(qv, K, V, kvstride, valid, 2, scale, s, o, H); return;
+    case 16: attend_one_avx512_nv(qv, K, V, kvstride, valid, 1, scale, s, o, H); return;
     default: break;
     }
-    if (hd % 16 != 0 || hd > 256) { attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
-    attend_one_avx512_nv(qv, K, V, kvstride, valid, hd / 16, scale, s, o);  // other multiples of 16
+    if (hd % 16 != 0 || hd > 256) { attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H); return; }
+    attend_one_avx512_nv(qv, K, V, kvstride, valid, hd / 16, scale, s, o, H);  // other multiples of 16
 }
 
-__attribute__((target("avx2,fma"))) static void attend_one_avx2(const float *qv, const float *K, const float *V, int kvstride,
-                                                               int valid, int hd, float scale, float *s, float *o) {
-    if (hd % 8 != 0 || hd > 256) { attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+__attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv, const float *K, const float *V, int kvstride,
+                                                                int valid, int hd, float scale, float *s, float *o) {
+    attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
+}
+
+__attribute__((target("avx512f"))) static void attend_one_avx512_kv16(const float *qv, const uint16_t *K, const uint16_t *V,
+                                                                     int kvstride, int valid, int hd, float scale, float *s,
+                                                                     float *o) {
+    attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 kv_load256(const void *p, size_t off, const int H) {
+    return H ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + off)))
+             : _mm256_loadu_ps((const float *)p + off);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void attend_one_avx2_h(
+    const float *qv, const void *K, const void *V, int kvstride, int valid, int hd, float scale, float *s, float *o, const int H) {
+    if (hd % 8 != 0 || hd > 256) { attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H); return; }
     const int nv = hd / 8;
     __m256 qr[32], acc[32];
     for (int v = 0; v < nv; v++) qr[v] = _mm256_loadu_ps(qv + 8 * v);
     for (int j = 0; j < valid; j++) {
-        const float *kv = K + (size_t)j * kvstride;
-        __m256 d = _mm256_mul_ps(qr[0], _mm256_loadu_ps(kv));
-        for (int v = 1; v < nv; v++) d = _mm256_fmadd_ps(qr[v], _mm256_loadu_ps(kv + 8 * v), d);
+        const size_t kv = (size_t)j * kvstride;
+        __m256 d = _mm256_mul_ps(qr[0], kv_load256(K, kv, H));
+        for (int v = 1; v < nv; v++) d = _mm256_fmadd_ps(qr[v], kv_load256(K, kv + 8 * (size_t)v, H), d);
         __m128 x = _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
         x = _mm_add_ps(x, _mm_movehl_ps(x, x));
         x = _mm_add_ss(x, _mm_movehdup_ps(x));
@@ -386,10 +417,21 @@ __attribute__((target("avx2,fma"))) static void attend_one_avx2(const float *qv,
     for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
     for (int j = 0; j < valid; j++) {
         const __m256 p = _mm256_set1_ps(s[j]);
-        const float *vv = V + (size_t)j * kvstride;
-        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vv + 8 * v), acc[v]);
+        const size_t vv = (size_t)j * kvstride;
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(p, kv_load256(V, vv + 8 * (size_t)v, H), acc[v]);
     }
     for (int v = 0; v < nv; v++) _mm256_storeu_ps(o + 8 * v, acc[v]);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2(const float *qv, const float *K, const float *V, int kvstride,
+                                                                    int valid, int hd, float scale, float *s, float *o) {
+    attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2_kv16(const float *qv, const uint16_t *K, const uint16_t *V,
+                                                                         int kvstride, int valid, int hd, float scale, float *s,
+                                                                         float *o) {
+    attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
 }
 #endif
 
@@ -453,6 +495,49 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
             float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
             float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
             attend_one(isa, qv, K, V, kvstride, pos0 + t + 1, head_dim, scale, s, o);
+        }
+    }
+}
+
+static void attend_one_kv16(qlm_isa isa, const float *qv, const uint16_t *K, const uint16_t *V, int kvstride, int valid,
+                            int hd, float scale, float *s, float *o) {
+#if defined(__x86_64__)
+    if (isa == QLM_ISA_AVX512) { attend_one_avx512_kv16(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+    if (isa == QLM_ISA_AVX2) { attend_one_avx2_kv16(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+#endif
+    (void)isa;
+    attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+}
+
+size_t qlm_attention_kv16_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim) {
+    const size_t conv = T >= QLM_ATTN_BLAS_MIN_T ? 2 * (size_t)n_ctx * (size_t)n_kv_heads * (size_t)head_dim : 0;
+    return conv + qlm_attention_scratch_floats(T, n_ctx, n_heads, n_kv_heads, head_dim);
+}
+
+void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *vcache, float *out,
+                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+    const int n_ctx = pos0 + T, kvstride = n_kv_heads * head_dim;
+    if (T >= QLM_ATTN_BLAS_MIN_T) {
+        // Prefill: widen the visible cache once and reuse the BLAS path (the conversion reads each
+        // cached value once; the GEMMs then read it ~T/256 times).
+        float *kf = scratch, *vf = kf + (size_t)n_ctx * (size_t)kvstride;
+        qlm_dequant_f16(kcache, kf, (size_t)n_ctx * (size_t)kvstride);
+        qlm_dequant_f16(vcache, vf, (size_t)n_ctx * (size_t)kvstride);
+        qlm_attention(q, kf, vf, out, T, pos0, n_heads, n_kv_heads, head_dim, vf + (size_t)n_ctx * (size_t)kvstride);
+        return;
+    }
+    const int group = n_heads / n_kv_heads, qstride = n_heads * head_dim;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const qlm_isa isa = qlm_isa_active();
+#pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < n_heads; h++) {
+            const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
+            const uint16_t *K = kcache + (size_t)(h / group) * head_dim;
+            const uint16_t *V = vcache + (size_t)(h / group) * head_dim;
+            float *sc = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
+            float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
+            attend_one_kv16(isa, qv, K, V, kvstride, pos0 + t + 1, head_dim, scale, sc, o);
         }
     }
 }

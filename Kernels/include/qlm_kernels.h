@@ -113,6 +113,12 @@ void qlm_softmax(float *x, int n);
 size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim);
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
                    int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
+// The same over an f16 KV cache (rows of n_kv*hd halves; fill with qlm_quant_f16): equals
+// qlm_attention on the f32 values of the cached halves up to summation order. Decode reads the
+// halves directly (half the bytes of an f32 cache); prefill widens the visible rows into scratch.
+size_t qlm_attention_kv16_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim);
+void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *vcache, float *out,
+                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
 
 // log-softmax helpers for perplexity: returns logsumexp(x[0..n)) - x[target].
 double qlm_nll_from_logits(const float *logits, int n, int target);

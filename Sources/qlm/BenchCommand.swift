@@ -10,17 +10,18 @@ struct Bench: ParsableCommand {
     @Option(name: .short, help: "Prompt tokens to prefill.") var p: Int = 512
     @Option(name: .short, help: "Tokens to decode.") var n: Int = 128
     @Option(name: .short, help: "Timed repetitions (after one warm-up).") var r: Int = 5
+    @OptionGroup var kv: KVCacheFlags
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
         try QLMCommand.guarded {
             let m = try modelOptions.load(quiet: json)
-            let res = try runBench(model: m.model, name: modelOptions.model, promptTokens: p, decodeTokens: n, repetitions: r) { rep in
+            let res = try runBench(model: m.model, name: modelOptions.model, promptTokens: p, decodeTokens: n, repetitions: r, kvCache: kv.precision) { rep in
                 if stderrIsTTY && !json { printErr("\r  repetition \(rep)/\(r)", terminator: "") }
             }
             if stderrIsTTY && !json { printErr("") }
             if json { print(jsonString(res)); return }
-            print("model: \(res.model)  threads: \(res.threads)  isa: \(res.isa)  reps: \(res.repetitions) (+1 warm-up)")
+            print("model: \(res.model)  threads: \(res.threads)  isa: \(res.isa)  kv cache: \(res.kv_cache)  reps: \(res.repetitions) (+1 warm-up)")
             print(String(format: "prefill  %5d tokens   %8.1f ± %.1f tok/s", res.promptTokens, res.prefill_tps, res.prefill_tps_sd))
             print(String(format: "decode   %5d tokens   %8.1f ± %.1f tok/s", res.decodeTokens, res.decode_tps, res.decode_tps_sd))
             print(String(format: "decode latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms", res.decode_ms_p50, res.decode_ms_p90, res.decode_ms_p99))

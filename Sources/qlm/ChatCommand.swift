@@ -8,6 +8,7 @@ struct Chat: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingFlags
+    @OptionGroup var kv: KVCacheFlags
     @Option(name: .customLong("chat-template"), help: "chatml, llama3 or llama2 (default: from the model).")
     var template: String?
     @Option(help: "System prompt.") var system: String?
@@ -27,7 +28,7 @@ struct Chat: ParsableCommand {
                 guard let x = m.chatTemplate else { throw QLMError.invalidArgument("the model names no chat template; pass --chat-template") }
                 tpl = x
             }
-            let session = m.model.makeSession(maxContext: min(ctx, m.config.maxPositionEmbeddings))
+            let session = m.model.makeSession(maxContext: min(ctx, m.config.maxPositionEmbeddings), kvCache: kv.precision)
             let gen = Generator(loaded: m, session: session)
             let bos = m.tokenizer.bosId.map { m.tokenizer.decode([$0]) } ?? ""
             var sampler = Sampler(options: sampling.options, vocabSize: m.config.vocabSize)

@@ -9,6 +9,7 @@ struct Generate: ParsableCommand {
     @Option(name: .shortAndLong, help: "Prompt text.") var prompt: String
     @Option(name: .short, help: "Tokens to generate.") var n: Int = 128
     @OptionGroup var sampling: SamplingFlags
+    @OptionGroup var kv: KVCacheFlags
     @Flag(help: "Wrap the prompt as a user turn in the model's chat template.") var chat = false
     @Flag(help: "Print {ids, text, ...} as one JSON object instead of streaming.") var json = false
 
@@ -31,7 +32,7 @@ struct Generate: ParsableCommand {
             }
             var ids = m.tokenizer.encode(text, parseSpecial: chat)
             if m.tokenizer.addBOS, !chat, let b = m.tokenizer.bosId { ids.insert(b, at: 0) }
-            let session = m.model.makeSession(maxContext: min(m.config.maxPositionEmbeddings, ids.count + n + 1))
+            let session = m.model.makeSession(maxContext: min(m.config.maxPositionEmbeddings, ids.count + n + 1), kvCache: kv.precision)
             var sampler = Sampler(options: sampling.options, vocabSize: m.config.vocabSize)
             var detok = StreamingDetokenizer(tokenizer: m.tokenizer)
             var out: [Int32] = []

@@ -47,6 +47,19 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// The KV cache precision of generate / chat / bench (perplexity always uses f32: it must match the
+/// reference NLLs bit for bit).
+struct KVCacheFlags: ParsableArguments {
+    @Option(name: .customLong("kv-cache"), help: "KV cache precision: f16 (half the attention bytes per decoded token) or f32.")
+    var kvCache: String = "f16"
+
+    func validate() throws {
+        guard KVCachePrecision(rawValue: kvCache) != nil else { throw ValidationError("--kv-cache must be f16 or f32, not '\(kvCache)'") }
+    }
+
+    var precision: KVCachePrecision { KVCachePrecision(rawValue: kvCache) ?? .f16 }
+}
+
 struct SamplingFlags: ParsableArguments {
     @Option(name: .customLong("temp"), help: "Temperature; 0 = greedy.") var temperature: Float = 0.8
     @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens (0 = off).") var topK: Int = 40

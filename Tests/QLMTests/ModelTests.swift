@@ -24,6 +24,26 @@ struct ModelTests {
         #expect(abs(r2048.ppl - exp(r2048.nll[0])) < 1e-9)
     }
 
+    @Test("An f16 KV cache tracks the f32 one: prefill + 24 decoded tokens, logits within 2%, same greedy tokens")
+    func f16KVCache() throws {
+        let m = SmolModel.model
+        let prompt = Array(Self.wikiTokens[0..<200])  // > 16 tokens: the prefill takes the widening (BLAS) path
+        let a = m.makeSession(maxContext: 256, kvCache: .f32), b = m.makeSession(maxContext: 256, kvCache: .f16)
+        #expect(b.stateBytes < a.stateBytes)
+        try a.forward(prompt); try b.forward(prompt)
+        var worst: Float = 0
+        for _ in 0..<24 {
+            let la = a.logits.array, lb = b.logits.array
+            let scale = la.map { abs($0) }.max()!
+            worst = max(worst, zip(la, lb).map { abs($0 - $1) }.max()! / scale)
+            let ta = Int32(la.indices.max { la[$0] < la[$1] }!), tb = Int32(lb.indices.max { lb[$0] < lb[$1] }!)
+            #expect(ta == tb)
+            try a.forward([ta]); try b.forward([ta])
+        }
+        #expect(worst < 0.02, "max |Δlogit| / max|logit| = \(worst)")
+        #expect(worst > 0, "the f16 session must actually round the cache")
+    }
+
     @Test("llama.cpp protocol scores only the second half of each window")
     func llamacppProtocol() throws {
         let r = try evaluatePerplexity(model: SmolModel.model, tokens: Self.wikiTokens, seqlen: 512, maxWindows: 2, protocol: .llamacpp, dataset: "wikitext2")

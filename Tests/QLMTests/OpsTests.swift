@@ -88,6 +88,36 @@ final class OpsTests: HoldsKernelState {
         }
     }
 
+    @Test("Attention over an f16 KV cache equals the f32 attention on the cached halves' values",
+          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128)])
+    func attentionF16Cache(heads: Int, kvHeads: Int, hd: Int) {
+        var rng = SeededRNG(seed: UInt64(heads * 100 + hd + 7))
+        for isa in Self.isas {
+            withISA(isa) {
+                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (4, 60), (1, 300), (20, 0), (300, 0), (33, 270)] {
+                    let ctx = pos0 + T
+                    let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng, scale: 3), v = random(ctx * kvHeads * hd, &rng)
+                    var k16 = [UInt16](repeating: 0, count: k.count), v16 = k16
+                    qlm_quant_f16(k, &k16, k.count)
+                    qlm_quant_f16(v, &v16, v.count)
+                    // The reference: the f32 kernel on exactly the values the halves hold.
+                    let kh = k16.map { qlm_f16_to_f32($0) }, vh = v16.map { qlm_f16_to_f32($0) }
+                    var ref = [Float](repeating: .nan, count: T * heads * hd), out = ref
+                    var s32 = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                    qlm_attention(q, kh, vh, &ref, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s32)
+                    var s16 = [Float](repeating: 0, count: qlm_attention_kv16_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                    qlm_attention_kv16(q, k16, v16, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s16)
+                    let err = zip(out, ref).map { abs($0 - $1) }.max()!
+                    #expect(err < 1e-5, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd): \(err)")
+                    // And against the naive f32 attention on the unrounded cache: off by the f16 rounding only.
+                    let exact = referenceAttention(q: q, k: k, v: v, T: T, pos0: pos0, heads: heads, kvHeads: kvHeads, hd: hd)
+                    let e2 = zip(out, exact).map { abs($0 - $1) }.max()!
+                    #expect(e2 < 2e-2, "vs unrounded cache: \(e2)")
+                }
+            }
+        }
+    }
+
     @Test("RoPE rotates pairs (i, i+hd/2) by position × frequency")
     func rope() {
         let hd = 6, half = 3, T = 2, heads = 2

@@ -15,6 +15,7 @@ public struct BenchResult: Codable, Sendable {
     public var model: String
     public var threads: Int
     public var isa: String
+    public var kv_cache: String
     public var promptTokens: Int
     public var decodeTokens: Int
     public var repetitions: Int
@@ -41,14 +42,14 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 /// Prefill `promptTokens` fixed ids, then decode `decodeTokens` greedily, `repetitions` times
 /// (after one untimed warm-up). Token ids are a fixed pseudo-random sequence so runs compare.
 public func runBench(model: LlamaModel, name: String, promptTokens: Int, decodeTokens: Int, repetitions: Int,
-                     progress: ((Int) -> Void)? = nil) throws -> BenchResult {
+                     kvCache: KVCachePrecision = .f32, progress: ((Int) -> Void)? = nil) throws -> BenchResult {
     guard promptTokens >= 1, decodeTokens >= 1, repetitions >= 1 else {
         throw QLMError.invalidArgument("-p, -n and -r must be at least 1")
     }
     let V = model.config.vocabSize
     var rng = SeededRNG(seed: 1234)
     let prompt = (0..<promptTokens).map { _ in Int32(truncatingIfNeeded: rng.next() % UInt64(min(V, 32000))) }
-    let session = model.makeSession(maxContext: promptTokens + decodeTokens + 1, maxBatch: min(promptTokens, 512))
+    let session = model.makeSession(maxContext: promptTokens + decodeTokens + 1, maxBatch: min(promptTokens, 512), kvCache: kvCache)
     var prefill: [Double] = [], decode: [Double] = [], lat: [Double] = []
     var tok = [Int32](repeating: 0, count: 1)
     for rep in 0...repetitions {
@@ -78,7 +79,7 @@ public func runBench(model: LlamaModel, name: String, promptTokens: Int, decodeT
     lat.sort()
     let p = MeanSD(prefill), d = MeanSD(decode)
     let wb = model.weights.weightBytesPerToken
-    return BenchResult(model: name, threads: Int(qlm_get_threads()), isa: activeKernelPath(),
+    return BenchResult(model: name, threads: Int(qlm_get_threads()), isa: activeKernelPath(), kv_cache: kvCache.rawValue,
                        promptTokens: promptTokens, decodeTokens: decodeTokens, repetitions: repetitions,
                        prefill_tps: p.mean, prefill_tps_sd: p.sd, decode_tps: d.mean, decode_tps_sd: d.sd,
                        decode_ms_p50: percentile(lat, 50), decode_ms_p90: percentile(lat, 90), decode_ms_p99: percentile(lat, 99),

@@ -26,3 +26,18 @@ public final class FloatBuffer: @unchecked Sendable {
         set { ptr[i] = newValue }
     }
 }
+
+/// The same for f16 values (the f16 KV cache), zero-filled.
+public final class HalfBuffer: @unchecked Sendable {
+    public let count: Int
+    public let ptr: UnsafeMutablePointer<UInt16>
+
+    public init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 2, alignment: 64)
+        ptr = raw.bindMemory(to: UInt16.self, capacity: max(count, 1))
+        ptr.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { ptr.deallocate() }
+}

@@ -19,9 +19,15 @@ public final class LlamaModel: @unchecked Sendable {
         invFreq = FloatBuffer(f)
     }
 
-    public func makeSession(maxContext: Int, maxBatch: Int = 512) -> InferenceSession {
-        InferenceSession(model: self, maxContext: maxContext, maxBatch: max(1, min(maxBatch, maxContext)))
+    public func makeSession(maxContext: Int, maxBatch: Int = 512, kvCache: KVCachePrecision = .f32) -> InferenceSession {
+        InferenceSession(model: self, maxContext: maxContext, maxBatch: max(1, min(maxBatch, maxContext)), kvCache: kvCache)
     }
+}
+
+/// Precision of the KV cache. f16 halves the bytes decode attention reads per token (after a long
+/// prompt they cost as much as the weights); f32 reproduces the reference exactly (perplexity).
+public enum KVCachePrecision: String, Sendable, CaseIterable {
+    case f32, f16
 }
 
 /// KV cache plus every activation buffer, allocated once. `forward` never allocates, so the
@@ -30,12 +36,17 @@ public final class InferenceSession: @unchecked Sendable {
     public let model: LlamaModel
     public let maxContext: Int
     public let maxBatch: Int
+    public let kvCache: KVCachePrecision
     /// Tokens already in the KV cache.
     public private(set) var position = 0
 
     // Shapes: B = maxBatch, C = maxContext, d = hidden, f = ffn, V = vocab.
-    let kcache: [FloatBuffer]   // per layer [C, n_kv*hd]
+    let kcache: [FloatBuffer]   // per layer [C, n_kv*hd] (f32 cache; empty for f16)
     let vcache: [FloatBuffer]   // per layer [C, n_kv*hd]
+    let kcache16: [HalfBuffer]  // per layer [C, n_kv*hd] (f16 cache; empty for f32)
+    let vcache16: [HalfBuffer]  // per layer [C, n_kv*hd]
+    let kNew: FloatBuffer       // [B, n_kv*hd] this batch's K (f16 cache: projected and roped here first)
+    let vNew: FloatBuffer       // [B, n_kv*hd]
     let x: FloatBuffer          // [B, d] residual stream
     let xn: FloatBuffer         // [B, d] normed input of the current sub-block; final hidden states
     let q: FloatBuffer          // [B, n_heads*hd]
@@ -49,11 +60,16 @@ public final class InferenceSession: @unchecked Sendable {
     let qscratch: FloatBuffer   // padded inputs / dequantized tiles for packed matrices
     public let logits: FloatBuffer  // [V] logits of the last token after `forward(..., logits: true)`
 
-    init(model: LlamaModel, maxContext: Int, maxBatch: Int) {
+    init(model: LlamaModel, maxContext: Int, maxBatch: Int, kvCache: KVCachePrecision = .f32) {
         let c = model.config
-        self.model = model; self.maxContext = maxContext; self.maxBatch = maxBatch
-        kcache = (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
-        vcache = (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
+        self.model = model; self.maxContext = maxContext; self.maxBatch = maxBatch; self.kvCache = kvCache
+        let half = kvCache == .f16
+        kcache = half ? [] : (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
+        vcache = half ? [] : (0..<c.numLayers).map { _ in FloatBuffer(count: maxContext * c.kvDim) }
+        kcache16 = half ? (0..<c.numLayers).map { _ in HalfBuffer(count: maxContext * c.kvDim) } : []
+        vcache16 = half ? (0..<c.numLayers).map { _ in HalfBuffer(count: maxContext * c.kvDim) } : []
+        kNew = FloatBuffer(count: half ? maxBatch * c.kvDim : 0)
+        vNew = FloatBuffer(count: half ? maxBatch * c.kvDim : 0)
         x = FloatBuffer(count: maxBatch * c.hiddenSize)
         xn = FloatBuffer(count: maxBatch * c.hiddenSize)
         q = FloatBuffer(count: maxBatch * c.qDim)
@@ -61,8 +77,9 @@ public final class InferenceSession: @unchecked Sendable {
         gate = FloatBuffer(count: maxBatch * c.intermediateSize)
         up = FloatBuffer(count: maxBatch * c.intermediateSize)
         tmp = FloatBuffer(count: c.hiddenSize)
-        let s = max(qlm_attention_scratch_floats(Int32(maxBatch), Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)),
-                    qlm_attention_scratch_floats(1, Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)))
+        let scratchFloats = half ? qlm_attention_kv16_scratch_floats : qlm_attention_scratch_floats
+        let s = max(scratchFloats(Int32(maxBatch), Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)),
+                    scratchFloats(1, Int32(maxContext), Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim)))
         attnScratch = FloatBuffer(count: s)
         ropeCos = FloatBuffer(count: maxBatch * c.headDim / 2)
         ropeSin = FloatBuffer(count: maxBatch * c.headDim / 2)
@@ -77,7 +94,8 @@ public final class InferenceSession: @unchecked Sendable {
 
     /// Bytes held by the KV cache and activation buffers.
     public var stateBytes: Int {
-        (kcache + vcache + [x, xn, q, att, gate, up, tmp, attnScratch, ropeCos, ropeSin, qscratch, logits]).reduce(0) { $0 + $1.count * 4 }
+        (kcache + vcache + [kNew, vNew, x, xn, q, att, gate, up, tmp, attnScratch, ropeCos, ropeSin, qscratch, logits]).reduce(0) { $0 + $1.count * 4 }
+            + (kcache16 + vcache16).reduce(0) { $0 + $1.count * 2 }
     }
 
     /// Runs `tokens` at the current position and appends them to the KV cache.
@@ -124,17 +142,26 @@ public final class InferenceSession: @unchecked Sendable {
             w.embed.copyRow(Int(id), into: x.ptr + t * d)
         }
         for (l, L) in w.layers.enumerated() {
-            // Attention block. K and V go straight into their cache rows.
+            // Attention block. K and V go straight into their f32 cache rows (f16 cache: rounded in
+            // once they are final).
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.attnNorm.ptr, Int32(T), Int32(d), eps)
-            let kRows = kcache[l].ptr + pos0 * kvd
-            let vRows = vcache[l].ptr + pos0 * kvd
+            let half = kvCache == .f16
+            let kRows = half ? kNew.ptr : kcache[l].ptr + pos0 * kvd
+            let vRows = half ? vNew.ptr : vcache[l].ptr + pos0 * kvd
             L.wq.gemm(xn.ptr, q.ptr, T: T, scratch: qs)
             L.wk.gemm(xn.ptr, kRows, T: T, scratch: qs)
             L.wv.gemm(xn.ptr, vRows, T: T, scratch: qs)
             qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
-            qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
-                          Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+            if half {
+                qlm_quant_f16(kRows, kcache16[l].ptr + pos0 * kvd, T * kvd)
+                qlm_quant_f16(vRows, vcache16[l].ptr + pos0 * kvd, T * kvd)
+                qlm_attention_kv16(q.ptr, kcache16[l].ptr, vcache16[l].ptr, att.ptr, Int32(T), Int32(pos0),
+                                   Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+            } else {
+                qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
+                              Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+            }
             addProjection(L.wo, input: att.ptr, T: T)
 
             // MLP block.
