@@ -90,27 +90,25 @@ QV512 QVINL __m512i qv_weights(const uint8_t *p, const int BITS, const int LUT, 
     return LUT ? _mm512_shuffle_epi8(tb, q) : q;
 }
 
-// One row's integer dot over segment t: SPS (1 or 2) superblocks; `two` = 0 when a 2-superblock
-// segment is cut short by the end of the row. Weight bytes up to 255 (8-bit, LUT entries) keep
-// |acc| < 2^31: 8 products of 255·128 per lane, shifted by 7, plus 8 of 255·127.
-QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i vh[2], const __m512i vl[2], const int BITS,
-                                   const int LUT, const __m512i tb, const int two) {
+// One row's integer dot over a segment of N (1..4) superblocks starting at superblock b (N is
+// SPS for whole segments, fewer for the last one of a row). Weight bytes up to 255 (8-bit, LUT
+// entries) keep |acc| < 2^31: 16 products of 255·128 per lane, shifted by 7, plus 16 of 255·127.
+QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i *vh, const __m512i *vl, const int BITS,
+                                   const int LUT, const __m512i tb, const int N) {
     const int SBB = BITS * 8;
-    const __m512i q0 = qv_weights(cp + (size_t)b * (size_t)SBB, BITS, LUT, tb);
-    __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, vh[0]);
-    if (two) {
-        const __m512i q1 = qv_weights(cp + (size_t)(b + 1) * (size_t)SBB, BITS, LUT, tb);
-        acc = _mm512_dpbusd_epi32(acc, q1, vh[1]);
-        acc = _mm512_slli_epi32(acc, 7);
-        acc = _mm512_dpbusd_epi32(acc, q0, vl[0]);
-        return _mm512_dpbusd_epi32(acc, q1, vl[1]);
+    __m512i q[4];
+    __m512i acc = _mm512_setzero_si512();
+    for (int u = 0; u < N; u++) {
+        q[u] = qv_weights(cp + (size_t)(b + u) * (size_t)SBB, BITS, LUT, tb);
+        acc = _mm512_dpbusd_epi32(acc, q[u], vh[u]);
     }
     acc = _mm512_slli_epi32(acc, 7);
-    return _mm512_dpbusd_epi32(acc, q0, vl[0]);
+    for (int u = 0; u < N; u++) acc = _mm512_dpbusd_epi32(acc, q[u], vl[u]);
+    return acc;
 }
 
-// SPS: superblocks per activation segment (2: segments of 128 columns, one group per row or
-// groups of 128·k; 1: segments of 64 or, for groups of 32, of 32).
+// SPS: superblocks per activation segment (4: segments of 256 columns, LUT rows; 2: segments of
+// 128, one group per row or groups of 128·k; 1: segments of 64 or, for groups of 32, of 32).
 // GK: 0 = one group per row; -1 = groups of 32; k > 0 = k segments per group.
 // LUT: the LUT format (GK = 0: its per-row scale and zero play the one group's).
 // Segment scales s_g·d are built per chunk of 16 segments (8 superblocks for GK = -1) for NR rows.
@@ -170,22 +168,23 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
             }
         }
         for (int t = t0; t < t1; t++) {
-            const int b = t * SPS, two = SPS == 2 && b + 1 < nsb;
+            const int b = t * SPS, n = nsb - b < SPS ? nsb - b : SPS;  // the row's last segment may be short
             if (NR == 4) {
                 const char *p = (const char *)cp + pf + (size_t)b * (size_t)(4 * SBB);
                 for (int o = 0; o < 4 * SBB * SPS; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
             }
-            __m512i vh[2], vl[2];
-            vh[0] = _mm512_loadu_si512((const void *)(xh + (size_t)b * 64));
-            vl[0] = _mm512_loadu_si512((const void *)(xl + (size_t)b * 64));
-            if (SPS == 2) {  // (a segment cut short has zero activations past the row: never read)
-                vh[1] = two ? _mm512_loadu_si512((const void *)(xh + (size_t)b * 64 + 64)) : _mm512_setzero_si512();
-                vl[1] = two ? _mm512_loadu_si512((const void *)(xl + (size_t)b * 64 + 64)) : _mm512_setzero_si512();
+            __m512i vh[4], vl[4];
+            for (int u = 0; u < SPS; u++) {
+                vh[u] = u < n ? _mm512_loadu_si512((const void *)(xh + (size_t)(b + u) * 64)) : _mm512_setzero_si512();
+                vl[u] = u < n ? _mm512_loadu_si512((const void *)(xl + (size_t)(b + u) * 64)) : _mm512_setzero_si512();
             }
             for (int i = 0; i < NR; i++) {
                 const uint8_t *row = cp + (size_t)i * rb;
-                const __m512i acc = (SPS == 2 && two) ? qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 1)
-                                                      : qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 0);
+                __m512i acc;
+                if (n == SPS) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], SPS);  // unrolled
+                else if (n == 3) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 3);
+                else if (n == 2) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 2);
+                else acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 1);
                 const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[t - t0]), sdr[i])
                                            : _mm512_set1_ps(sd[i][t - t0]);
                 fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, fv[i]);
@@ -231,9 +230,10 @@ QV_DEF(2)
 QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
-QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 2, 1); }
-QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 2, 1); }
-QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 2, 1); }
+// LUT rows: segments of 256 columns (one convert + FMA per 256 weights pays for the lookups).
+QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 4, 1); }
+QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1); }
+QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 4, 1); }
 
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     static int once = 0;

@@ -373,6 +373,7 @@ int qlm_act_i16_supported(void) {
 // Segments of 128 values where a group holds whole segments of 128 (or the row is one group),
 // else 64 (groups of 64·k), else 32 (groups of 32). The last segment of a row may be short.
 int qlm_act_i16_segment(const qlm_qmatrix *m) {
+    if (m->format == QLM_FMT_LUT) return 256;
     if (qlm_n_groups(m) <= 1) return 128;
     return m->group_size % 128 == 0 ? 128 : m->group_size % 64 == 0 ? 64 : 32;
 }
