@@ -294,11 +294,6 @@ static inline void attend_one_scalar_h(const float *qv, const void *K, const voi
     }
 }
 
-static void attend_one_scalar(const float *qv, const float *K, const float *V, int kvstride, int valid,
-                              int hd, float scale, float *s, float *o) {
-    attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
-}
-
 #if defined(__x86_64__)
 // r[u] = Σ lanes of a[u], u = 0..15 (a is clobbered).
 __attribute__((target("avx512f"))) static inline __m512 hsum16_avx512(__m512 a[16]) {
@@ -435,14 +430,44 @@ __attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2_kv16(const 
 }
 #endif
 
-static void attend_one(qlm_isa isa, const float *qv, const float *K, const float *V, int kvstride, int valid, int hd,
-                       float scale, float *s, float *o) {
+// One query's attention on the active ISA; H = 1: K and V rows are f16 (the f16 KV cache).
+static void attend_one(qlm_isa isa, const float *qv, const void *K, const void *V, int kvstride, int valid, int hd,
+                       float scale, float *s, float *o, const int H) {
 #if defined(__x86_64__)
-    if (isa == QLM_ISA_AVX512) { attend_one_avx512(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
-    if (isa == QLM_ISA_AVX2) { attend_one_avx2(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
+    if (isa == QLM_ISA_AVX512) {
+        if (H) attend_one_avx512_kv16(qv, K, V, kvstride, valid, hd, scale, s, o);
+        else attend_one_avx512(qv, K, V, kvstride, valid, hd, scale, s, o);
+        return;
+    }
+    if (isa == QLM_ISA_AVX2) {
+        if (H) attend_one_avx2_kv16(qv, K, V, kvstride, valid, hd, scale, s, o);
+        else attend_one_avx2(qv, K, V, kvstride, valid, hd, scale, s, o);
+        return;
+    }
 #endif
     (void)isa;
-    attend_one_scalar(qv, K, V, kvstride, valid, hd, scale, s, o);
+    attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H);
+}
+
+// Decode-time attention (T small): one fused pass per (query, head), OpenMP over them.
+static void attend_decode(const float *q, const void *kcache, const void *vcache, float *out, int T, int pos0,
+                          int n_heads, int n_kv_heads, int head_dim, float *scratch, const int H) {
+    const int group = n_heads / n_kv_heads, qstride = n_heads * head_dim, kvstride = n_kv_heads * head_dim;
+    const size_t esize = H ? sizeof(uint16_t) : sizeof(float);
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int n_ctx = pos0 + T;
+    const qlm_isa isa = qlm_isa_active();
+#pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < n_heads; h++) {
+            const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
+            const size_t kv_off = (size_t)(h / group) * (size_t)head_dim * esize;
+            float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
+            float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
+            attend_one(isa, qv, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride, pos0 + t + 1,
+                       head_dim, scale, s, o, H);
+        }
+    }
 }
 
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
@@ -484,29 +509,7 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
         return;
     }
 
-    const int n_ctx = pos0 + T;
-    const qlm_isa isa = qlm_isa_active();
-#pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
-    for (int t = 0; t < T; t++) {
-        for (int h = 0; h < n_heads; h++) {
-            const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
-            const float *K = kcache + (size_t)(h / group) * head_dim;
-            const float *V = vcache + (size_t)(h / group) * head_dim;
-            float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
-            float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
-            attend_one(isa, qv, K, V, kvstride, pos0 + t + 1, head_dim, scale, s, o);
-        }
-    }
-}
-
-static void attend_one_kv16(qlm_isa isa, const float *qv, const uint16_t *K, const uint16_t *V, int kvstride, int valid,
-                            int hd, float scale, float *s, float *o) {
-#if defined(__x86_64__)
-    if (isa == QLM_ISA_AVX512) { attend_one_avx512_kv16(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
-    if (isa == QLM_ISA_AVX2) { attend_one_avx2_kv16(qv, K, V, kvstride, valid, hd, scale, s, o); return; }
-#endif
-    (void)isa;
-    attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+    attend_decode(q, kcache, vcache, out, T, pos0, n_heads, n_kv_heads, head_dim, scratch, 0);
 }
 
 size_t qlm_attention_kv16_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim) {
@@ -526,20 +529,7 @@ void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *
         qlm_attention(q, kf, vf, out, T, pos0, n_heads, n_kv_heads, head_dim, vf + (size_t)n_ctx * (size_t)kvstride);
         return;
     }
-    const int group = n_heads / n_kv_heads, qstride = n_heads * head_dim;
-    const float scale = 1.0f / sqrtf((float)head_dim);
-    const qlm_isa isa = qlm_isa_active();
-#pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
-    for (int t = 0; t < T; t++) {
-        for (int h = 0; h < n_heads; h++) {
-            const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
-            const uint16_t *K = kcache + (size_t)(h / group) * head_dim;
-            const uint16_t *V = vcache + (size_t)(h / group) * head_dim;
-            float *sc = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
-            float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
-            attend_one_kv16(isa, qv, K, V, kvstride, pos0 + t + 1, head_dim, scale, sc, o);
-        }
-    }
+    attend_decode(q, kcache, vcache, out, T, pos0, n_heads, n_kv_heads, head_dim, scratch, 1);
 }
 
 void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, double *out) {
