@@ -50,6 +50,14 @@ void qlm_sgemm_nn(int M, int N, int K, const float *A, int lda, const float *B, 
 
 // Upper triangle of C[n, n] = alpha · Aᵀ A + beta · C for A [k, n] (Hessians X ᵀX of layer inputs).
 void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc);
+// Lower triangle (row ≥ column; the rest untouched) of C[n, n] = alpha · Âᵀ Â for A [k, n], Â = A
+// rounded to bf16 (nearest even, denormals flushed), products summed in f32: twice ssyrk's
+// arithmetic rate where vdpbf16ps exists (why the precision is enough: qlm_gram.c). The result
+// does not depend on the thread count. scratch: qlm_gram_bf16_scratch_bytes(n, k) bytes.
+int qlm_gram_bf16_supported(void);  // AVX-512 BF16; without it qlm_gram_bf16 runs the twin
+size_t qlm_gram_bf16_scratch_bytes(int n, int k);
+void qlm_gram_bf16(int n, int k, float alpha, const float *A, int lda, float *C, int ldc, void *scratch);
+void qlm_gram_bf16_ref(int n, int k, float alpha, const float *A, int lda, float *C, int ldc);
 
 // ---------------------------------------------------------------------------------------------
 // GGUF block formats (dequantized at load). Sizes asserted in qlm_dequant_gguf.c.

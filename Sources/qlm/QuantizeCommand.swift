@@ -25,6 +25,7 @@ struct Quantize: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "Re-collect inputs per sub-group (qkv → o → gate/up → down).") var trueSequential = false
     @Option(help: "LeanQuant exponent p in the weights U_jj^(-p).") var exponent: Double = 4
     @Option(help: "QuantEase iterations.") var iters: Int = 30
+    @Option(help: "Hessian Gram inputs: bf16 (f32 sums; default where the CPU has AVX-512 BF16) or f32.") var hessian: String?
     @Flag(help: "Continue a killed run from its last finished block.") var resume = false
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "One JSON event per tensor, then a JSON summary.") var json = false
@@ -39,8 +40,12 @@ struct Quantize: ParsableCommand {
             job.solver.iters = iters; job.solver.structuredOutliers = structured
             job.calibration.source = calib; job.calibration.nsamples = nsamples; job.calibration.seqlen = seqlen; job.calibration.seed = seed
             job.trueSequential = trueSequential; job.resume = resume
-            if method == .rtn && (actOrder || trueSequential || resume) {
-                throw QLMError.invalidArgument("--act-order, --true-sequential and --resume apply to calibrated methods, not rtn")
+            if let hessian {
+                guard let p = HessianPrecision(rawValue: hessian) else { throw QLMError.invalidArgument("--hessian must be bf16 or f32") }
+                job.hessianPrecision = p
+            }
+            if method == .rtn && (actOrder || trueSequential || resume || hessian != nil) {
+                throw QLMError.invalidArgument("--act-order, --true-sequential, --hessian and --resume apply to calibrated methods, not rtn")
             }
             try job.validate()
             let tty = stderrIsTTY && !json

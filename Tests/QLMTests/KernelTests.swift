@@ -391,4 +391,57 @@ final class KernelTests: HoldsKernelState {
             #expect(bad == 0, "\(threads) threads")
         }
     }
+
+    /// A Gram output (kernel or twin); entries above the diagonal stay NaN unless written.
+    static func gramBF16(_ a: [Float], n: Int, k: Int, alpha: Float, ref: Bool = false) -> [Float] {
+        var c = [Float](repeating: .nan, count: n * n)  // above the diagonal stays NaN (untouched)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, qlm_gram_bf16_scratch_bytes(Int32(n), Int32(k))), alignment: 64)
+        defer { scratch.deallocate() }
+        a.withUnsafeBufferPointer { ap in
+            c.withUnsafeMutableBufferPointer { cp in
+                if ref { qlm_gram_bf16_ref(Int32(n), Int32(k), alpha, ap.baseAddress!, Int32(n), cp.baseAddress!, Int32(n)) }
+                else { qlm_gram_bf16(Int32(n), Int32(k), alpha, ap.baseAddress!, Int32(n), cp.baseAddress!, Int32(n), scratch) }
+            }
+        }
+        return c
+    }
+
+    @Test("bf16 Gram (Hessians): kernel = twin bit for bit, within bf16 rounding of the f64 Gram, thread-count independent",
+          arguments: [(1, 1), (5, 3), (16, 2), (17, 33), (47, 101), (49, 256), (50, 257), (97, 300), (130, 1001)])
+    func gramBF16(_ shape: (Int, Int)) {
+        defer { Self.restoreDefaults() }
+        let (n, k) = shape
+        var rng = Rng(UInt64(n * 7919 + k))
+        // Columns with different scales and a shared factor (correlated, like activations).
+        let f = rng.floats(k)
+        var a = [Float](repeating: 0, count: k * n)
+        for t in 0..<k { for c in 0..<n { a[t * n + c] = (rng.float() + 0.7 * f[t]) * Float(1 + c % 5) } }
+        let alpha: Float = 0.37
+        let got = Self.gramBF16(a, n: n, k: k, alpha: alpha)
+        let twin = Self.gramBF16(a, n: n, k: k, alpha: alpha, ref: true)
+        var diffTwin = 0, badBound = 0, touchedUpper = 0
+        for j in 0..<n {
+            for i in 0..<n {
+                if i > j { if !got[j * n + i].isNaN { touchedUpper += 1 }; continue }
+                if got[j * n + i].bitPattern != twin[j * n + i].bitPattern { diffTwin += 1 }
+                // Exact f64 Gram and a bound no correct bf16 kernel exceeds: each rounded input is off
+                // by ≤ 2^-8 relative (8 significant bits; products ≤ ~2^-7), plus f32 summation of ≤ k terms.
+                var exact = 0.0, absSum = 0.0
+                for t in 0..<k { let p = Double(a[t * n + i]) * Double(a[t * n + j]); exact += p; absSum += abs(p) }
+                exact *= Double(alpha); absSum *= Double(alpha)
+                let bound = (0.0080 + Double(k) * 1.2e-7) * absSum + 1e-30
+                if abs(Double(got[j * n + i]) - exact) > bound { badBound += 1 }
+            }
+        }
+        #expect(diffTwin == 0, "n \(n) k \(k): \(diffTwin) entries differ from the scalar twin")
+        #expect(badBound == 0, "n \(n) k \(k): \(badBound) entries outside the bf16 error bound")
+        #expect(touchedUpper == 0, "n \(n) k \(k): wrote above the diagonal")
+        for threads in [1, 2, 3] {
+            qlm_set_threads(Int32(threads))
+            let again = Self.gramBF16(a, n: n, k: k, alpha: alpha)
+            var d = 0
+            for j in 0..<n { for i in 0...j where again[j * n + i].bitPattern != got[j * n + i].bitPattern { d += 1 } }
+            #expect(d == 0, "n \(n) k \(k): \(threads) threads changed \(d) entries")
+        }
+    }
 }

@@ -201,6 +201,43 @@ struct SolverTests {
         }
     }
 
+    @Test("bf16 Hessians: entries within 1e-3 of √(H_ii·H_jj) of the f32 ones; GPTQ on them loses < 1% on the exact H")
+    func bf16Hessian() throws {
+        let rows = 48, cols = 200, M = 9000  // three chunks of ≤ 4096 rows
+        var rng = SeededRNG(seed: 31)
+        let A = (0..<(cols * 3)).map { _ in D.gauss(&rng) }
+        var X = [Float](repeating: 0, count: M * cols)
+        for t in 0..<M {
+            let f = (0..<3).map { _ in 3 * D.gauss(&rng) }
+            for c in 0..<cols {
+                var v = 0.5 * D.gauss(&rng)
+                for k in 0..<3 { v += A[c * 3 + k] * f[k] }
+                X[t * cols + c] = Float(v * (0.3 + Double(c % 7)))
+            }
+        }
+        let (h32, h16) = X.withUnsafeBufferPointer { x in
+            (accumulateHessian(x.baseAddress!, rows: M, cols: cols, nsamples: 16, precision: .f32),
+             accumulateHessian(x.baseAddress!, rows: M, cols: cols, nsamples: 16, precision: .bf16))
+        }
+        var worst = 0.0
+        for i in 0..<cols {
+            for j in 0..<cols {
+                #expect(h16[i * cols + j] == h16[j * cols + i])
+                worst = max(worst, abs(h16[i * cols + j] - h32[i * cols + j]) / (h32[i * cols + i] * h32[j * cols + j]).squareRoot())
+            }
+        }
+        #expect(worst < 1e-3, "bf16 Hessian off by \(worst) of √(H_ii·H_jj)")
+        #expect(worst > 0, "bf16 and f32 Hessians identical: the bf16 path did not run")
+        let W = D.weights(rows, cols, seed: 32)
+        for bits in [4, 3] {
+            let spec = QuantSpec(bits: bits, groupSize: nil)
+            let a = try gptqQuantize(W, rows: rows, cols: cols, H: h32, spec: spec, options: SolverOptions())
+            let b = try gptqQuantize(W, rows: rows, cols: cols, H: h16, spec: spec, options: SolverOptions())
+            let lb = layerLoss(W, b.q.dequantize(), rows: rows, cols: cols, H: h32)
+            #expect(lb <= 1.01 * a.loss, "W\(bits): GPTQ on the bf16 Hessian \(lb) vs f32 \(a.loss), both on the f32 H")
+        }
+    }
+
     @Test("GPTQ beats RTN on correlated inputs (4/3/2-bit, per-row and g64), act-order included")
     func gptqBeatsRTN() throws {
         let rows = 48, cols = 128

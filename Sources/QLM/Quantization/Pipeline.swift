@@ -16,6 +16,10 @@ public struct QuantizeJob: Sendable {
     public var calibration = CalibrationOptions()
     public var trueSequential = false
     public var resume = false
+    /// Inputs of the Hessian Gram products; nil: bf16 where the CPU has AVX-512 BF16, else f32.
+    public var hessianPrecision: HessianPrecision? = nil
+    /// The precision this run uses.
+    public var resolvedHessianPrecision: HessianPrecision { hessianPrecision ?? .preferred }
     /// Tests: stop (as if killed) once this many blocks are checkpointed.
     var stopAfterBlocks: Int? = nil
 
@@ -48,7 +52,7 @@ public struct QuantizeJob: Sendable {
                      String(decoding: (try? enc.encode(head)) ?? Data(), as: UTF8.self),
                      String(decoding: (try? enc.encode(calibration)) ?? Data(), as: UTF8.self),
                      "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers)",
-                     "\(trueSequential)"]
+                     "\(trueSequential)", resolvedHessianPrecision == .f32 ? "" : resolvedHessianPrecision.rawValue]
         return SHA256Digest.hash(Data(parts.joined(separator: "|").utf8))
     }
 }
@@ -76,22 +80,54 @@ final class ActivationBuffers {
     }
 }
 
+/// What the Hessian Gram products XᵀX multiply: the f32 activations (BLAS ssyrk), or the
+/// activations rounded to bf16 with f32 sums (qlm_gram_bf16: twice the arithmetic rate on CPUs
+/// with AVX-512 BF16; Hessians are ~30% of a calibrated run). Why bf16 inputs are enough: the
+/// rounding is unbiased and independent per value, so an entry moves by ~2^-9/√N of its scale
+/// (N ≥ 4096 products per chunk), ~300× below the 1% damping (qlm_gram.c; measured: README).
+public enum HessianPrecision: String, Sendable, CaseIterable {
+    case f32, bf16
+    /// bf16 where it is fast (AVX-512 BF16 and the AVX-512 path not switched off by QLM_ISA), else f32.
+    public static var preferred: HessianPrecision {
+        qlm_gram_bf16_supported() != 0 && qlm_isa_active() == QLM_ISA_AVX512 ? .bf16 : .f32
+    }
+}
+
 /// Accumulates H = (2/N) Σ x xᵀ over the rows of `X` [M, cols], N = number of calibration
-/// sequences (GPTQ's convention). BLAS ssyrk runs on chunks of 4096 rows in f32 and the chunks are
-/// summed in f64: each f32 partial sums at most 4096 products (relative error ~1e-6 typical),
-/// far below the 1% damping every method adds, and the running total never loses small chunks.
-func accumulateHessian(_ X: UnsafePointer<Float>, rows M: Int, cols n: Int, nsamples: Int) -> [Double] {
+/// sequences (GPTQ's convention). The Gram products run on chunks of 4096 rows with f32 sums and
+/// the chunks are summed in f64: each f32 partial sums at most 4096 products (relative error ~1e-6
+/// typical), far below the 1% damping every method adds, and the running total never loses
+/// small chunks.
+func accumulateHessian(_ X: UnsafePointer<Float>, rows M: Int, cols n: Int, nsamples: Int,
+                       precision: HessianPrecision = .f32) -> [Double] {
     var H = [Double](repeating: 0, count: n * n)
     let part = FloatBuffer(count: n * n)
     let chunk = 4096
+    let alpha = 2.0 / Float(nsamples)
+    let scratch = precision == .bf16 ? UnsafeMutableRawPointer.allocate(byteCount: max(1, qlm_gram_bf16_scratch_bytes(Int32(n), Int32(min(chunk, M)))), alignment: 64) : nil
+    defer { scratch?.deallocate() }
     var r = 0
     while r < M {
         let k = min(chunk, M - r)
-        qlm_ssyrk_t(Int32(n), Int32(k), 2.0 / Float(nsamples), X + r * n, Int32(n), 0, part.ptr, Int32(n))
-        for i in 0..<n { for j in i..<n { H[i * n + j] += Double(part.ptr[i * n + j]) } }
+        if let scratch {
+            // Lower triangle, read row by row: H[j][i] for i ≤ j.
+            qlm_gram_bf16(Int32(n), Int32(k), alpha, X + r * n, Int32(n), part.ptr, Int32(n), scratch)
+            H.withUnsafeMutableBufferPointer { h in
+                for j in 0..<n { for i in 0...j { h[j * n + i] += Double(part.ptr[j * n + i]) } }
+            }
+        } else {
+            qlm_ssyrk_t(Int32(n), Int32(k), alpha, X + r * n, Int32(n), 0, part.ptr, Int32(n))
+            H.withUnsafeMutableBufferPointer { h in
+                for i in 0..<n { for j in i..<n { h[i * n + j] += Double(part.ptr[i * n + j]) } }
+            }
+        }
         r += k
     }
-    for i in 0..<n { for j in 0..<i { H[i * n + j] = H[j * n + i] } }
+    if precision == .bf16 {
+        for j in 0..<n { for i in 0..<j { H[i * n + j] = H[j * n + i] } }
+    } else {
+        for i in 0..<n { for j in 0..<i { H[i * n + j] = H[j * n + i] } }
+    }
     return H
 }
 
@@ -106,6 +142,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
                                     options: ["head_bits": job.head.label], progress: progress)
     }
     let t0 = Date()
+    let hessianPrecision = job.resolvedHessianPrecision
     // A taken output folder is an error now, not after an hour of quantization (unless resuming,
     // where the final folder does not exist yet either).
     try ensureFreshOutputFolder(job.outDir)
@@ -199,7 +236,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
             }
             func inputs(_ g: Int, _ X: UnsafePointer<Float>, cols: Int) throws {
                 guard mode != .apply else { return }
-                let H = timed(&tHessian) { accumulateHessian(X, rows: M, cols: cols, nsamples: N) }
+                let H = timed(&tHessian) { accumulateHessian(X, rows: M, cols: cols, nsamples: N, precision: hessianPrecision) }
                 if mode == .trueSequential { try quantizeGroup(groups[g], H: H) } else { recorded.append((groups[g], H)) }
             }
             timed(&tForward) { qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, Lw.attnNorm.ptr, Int32(M), Int32(d), eps) }
@@ -266,7 +303,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
     let bpw = QuantizedManifest.bitsPerWeight
     let total = Date().timeIntervalSince(t0)
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
-                                     "damp": "\(job.solver.damp)", "head": job.head.label]
+                                     "damp": "\(job.solver.damp)", "head": job.head.label, "hessian": hessianPrecision.rawValue]
     if job.method == .leanquant { options["exponent"] = "\(job.solver.exponent)" }
     if job.method == .quantease { options["iters"] = "\(job.solver.iters)"; options["structured"] = "\(job.solver.structuredOutliers)" }
     var manifest = QuantizedManifest(method: job.method.rawValue, spec: job.spec, head: job.head, sourcePath: job.modelPath, sourceSHA256: sha,
