@@ -104,5 +104,9 @@ struct CLITests {
         #expect(flag.status != 0 && flag.err.contains("top-p"))
         let out = try CLI.run(["convert", model, "--dtype", "f16", "/proc/forbidden/out"])
         #expect(out.status == 1 && out.err.contains("error:"))
+        let hessian = try CLI.run(["quantize", model, "-o", NSTemporaryDirectory() + "qlm-never-written", "--method", "gptq", "--hessian", "f16"])
+        #expect(hessian.status == 1 && hessian.err.contains("--hessian must be bf16 or f32"))
+        let rtnHessian = try CLI.run(["quantize", model, "-o", NSTemporaryDirectory() + "qlm-never-written", "--hessian", "f32"])
+        #expect(rtnHessian.status == 1 && rtnHessian.err.contains("--hessian"))
     }
 }
