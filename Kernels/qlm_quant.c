@@ -362,9 +362,18 @@ size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
 // ---------------------------------------------------------------------------------------------
 // Integer activations (see qlm_qgemv_vnni.c)
 // ---------------------------------------------------------------------------------------------
+int qlm_act_i16_supported_on(qlm_isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QLM_ISA_AVX512) return qlm_isa_supported(isa) && qlm_cpu_has_vnni_gfni();
+    if (isa == QLM_ISA_AVX2) return qlm_isa_supported(isa) && qlm_cpu_has_avx2_int();
+#endif
+    (void)isa;
+    return 0;
+}
+
 int qlm_act_i16_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    return qlm_cpu_has_vnni_gfni();
+    return qlm_cpu_has_vnni_gfni() || qlm_cpu_has_avx2_int();
 #else
     return 0;
 #endif
@@ -387,7 +396,7 @@ static void act_init_from_env(void) {
     if (env && *env) {
         if (strcmp(env, "f32") == 0) a = QLM_ACT_F32;
         else if (strcmp(env, "i16") == 0) {
-            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX-512 VNNI + GFNI; using f32\n");
+            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX2 or AVX-512 VNNI + GFNI; using f32\n");
             else a = QLM_ACT_I16;
         } else fprintf(stderr, "qlm: unknown QLM_ACT=%s (f32|i16); using %s\n", env, a == QLM_ACT_I16 ? "i16" : "f32");
     }
@@ -451,7 +460,8 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
     float *gsum = (float *)(void *)(isum + cp / 32);
     int32_t *sbg = (int32_t *)(void *)(gsum + ng);
 #if defined(__x86_64__) || defined(__i386__)
-    if (use_simd) qlm_act_i16_prepare_avx512(c->xs, cp, seg, xh, xl, d, isum);
+    if (use_simd && qlm_cpu_has_vnni_gfni()) qlm_act_i16_prepare_avx512(c->xs, cp, seg, xh, xl, d, isum);
+    else if (use_simd && qlm_cpu_has_avx2_int()) qlm_act_i16_prepare_avx2(c->xs, cp, seg, xh, xl, d, isum);
     else
 #endif
         act_i16_prepare_ref(c->xs, cp, seg, xh, xl, d, isum);
@@ -472,15 +482,23 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
     c->seggroup = sbg;
 }
 
-int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m) {
+// The integer kernel a GEMV on `isa` runs with QLM_ACT_I16, or NULL (f32 kernels).
+static qlm_qrows_fn pick_i16_kernel(qlm_isa isa, const qlm_qmatrix *m) {
 #if defined(__x86_64__) || defined(__i386__)
-    return qlm_act_i16_supported() && m->rows > 0 && m->cols > 0 && valid_bits(m->format, m->bits) &&
-           qlm_qrows_pick_vnni(m) != NULL;
-#else
-    (void)m;
-    return 0;
+    if (m->rows <= 0 || m->cols <= 0 || !valid_bits(m->format, m->bits)) return NULL;
+    if (isa == QLM_ISA_AVX512 && qlm_cpu_has_vnni_gfni()) return qlm_qrows_pick_vnni(m);
+    if (isa == QLM_ISA_AVX2) return qlm_qrows_pick_avx2i(m);
 #endif
+    (void)isa;
+    (void)m;
+    return NULL;
 }
+
+int qlm_qgemv_i16_kernel_exists_on(qlm_isa isa, const qlm_qmatrix *m) {
+    return qlm_isa_supported(isa) && pick_i16_kernel(isa, m) != NULL;
+}
+
+int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m) { return qlm_qgemv_i16_kernel_exists_on(QLM_ISA_AVX512, m); }
 
 void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xhat, int simd) {
     const int cols = m->cols;
@@ -567,11 +585,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.xd = c.gsum = NULL;
     c.seggroup = NULL;
     qlm_qrows_fn fn = NULL;
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 &&
-        (fn = qlm_qrows_pick_vnni(m)) != NULL)
-        act_i16_prepare(&c, scratch, 1);
-#endif
+    if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL) act_i16_prepare(&c, scratch, 1);
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path

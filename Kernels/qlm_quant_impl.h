@@ -45,6 +45,10 @@ int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
+// The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4-bit, same activations.
+int qlm_cpu_has_avx2_int(void);
+qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
+void qlm_act_i16_prepare_avx2(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
 
 // Bytes of one 64-weight superblock for `bits` (2 → 16, 3 → 24, 4 → 32, 8 → 64), 0 if unsupported.
 static inline int qlm_sb_bytes(int bits) {

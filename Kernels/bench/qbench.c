@@ -402,10 +402,10 @@ static void run_ceiling(void) {
         {"f16", QLM_FMT_F16, 16, 0},
     };
     const int rows = 512, cols = 1024;
-    // Paths: AVX-512 with integer activations (i16, where a kernel exists; "-" otherwise), then
-    // every ISA with f32 activations.
-    static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
-    static const int acts[] = {QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32};
+    // Paths: AVX-512 and AVX2 with integer activations (i16, where a kernel exists; "-" otherwise),
+    // then every ISA with f32 activations.
+    static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
+    static const int acts[] = {QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32};
     const size_t npath = sizeof isas / sizeof isas[0];
     qlm_set_threads(1);
     float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = NULL;
@@ -427,7 +427,7 @@ static void run_ceiling(void) {
         printf("%-13s", fmts[f].name);
         for (size_t i = 0; i < npath; i++) {
             if (!qlm_isa_supported(isas[i]) || (acts[i] == QLM_ACT_I16 && !qlm_act_i16_supported())) continue;
-            if (acts[i] == QLM_ACT_I16 && !qlm_qgemv_i16_kernel_exists(&q.m)) {
+            if (acts[i] == QLM_ACT_I16 && !qlm_qgemv_i16_kernel_exists_on(isas[i], &q.m)) {
                 printf(" | %15s %6s", "-", "-");
                 continue;
             }

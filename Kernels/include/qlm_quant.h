@@ -90,19 +90,23 @@ size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 // Activation precision of the decode GEMV where an integer kernel exists (affine and LUT formats
-// on AVX-512 VNNI + GFNI; f16 and every other path keep f32 activations):
+// on AVX-512 VNNI + GFNI; affine 2/3/4-bit on AVX2; f16 and every other path keep f32 activations):
 //   QLM_ACT_I16: x is quantised per segment of 128 values (64 / 32 for groups of 64·k / 32) to 15 bits
-//                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd;
+//                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd (AVX2:
+//                vpmaddubsw + vpmaddwd);
 //   QLM_ACT_F32: the f32 kernels.
 // Default: I16 where supported; env QLM_ACT=f32|i16 or qlm_qgemv_set_act overrides.
 typedef enum { QLM_ACT_F32 = 0, QLM_ACT_I16 = 1 } qlm_act;
-int qlm_act_i16_supported(void);
+int qlm_act_i16_supported(void);           // some path on this CPU has integer kernels
+int qlm_act_i16_supported_on(qlm_isa isa);  // `isa` has them on this CPU
 qlm_act qlm_qgemv_act(void);
 void qlm_qgemv_set_act(qlm_act a);
-// 1 when this CPU has an integer-activation kernel for m (used on QLM_ISA_AVX512 with QLM_ACT_I16).
-int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m);
+// 1 when a GEMV of m on `isa` runs an integer-activation kernel under QLM_ACT_I16 (CPU support included).
+int qlm_qgemv_i16_kernel_exists_on(qlm_isa isa, const qlm_qmatrix *m);
+int qlm_qgemv_i16_kernel_exists(const qlm_qmatrix *m);  // on QLM_ISA_AVX512
+
 // The activations the I16 path multiplies W by, in ORIGINAL column order: xhat[cols] (tests).
-// simd = 1: through the AVX-512 quantiser the kernels use (needs support), 0: the portable twin.
+// simd = 1: through the SIMD quantiser the kernels use (AVX-512, else AVX2; same bytes), 0: the portable twin.
 void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xhat, int simd);
 
 // Scalar reference: dequantize and dot, single thread.

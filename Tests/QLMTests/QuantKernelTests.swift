@@ -11,6 +11,12 @@ import Testing
 final class QuantKernelTests: HoldsKernelState {
     static let allISAs: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON]
     static var supportedISAs: [qlm_isa] { allISAs.filter { qlm_isa_supported($0) == 1 } }
+    /// Paths with an integer-activation kernel on this CPU (AVX-512 VNNI + GFNI, AVX2).
+    static var int16ISAs: [qlm_isa] {
+        var rng = Rng(1)
+        let p = random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 4, cols: 128)
+        return supportedISAs.filter { isa in withUnsafePointer(to: p.m) { qlm_qgemv_i16_kernel_exists_on(isa, $0) } == 1 }
+    }
 
     /// Deterministic xorshift generator.
     struct Rng {
@@ -141,9 +147,9 @@ final class QuantKernelTests: HoldsKernelState {
             return y
         }
 
-        /// True when a GEMV on `isa` runs the integer-activation kernel (AVX-512 + QLM_ACT_I16).
+        /// True when a GEMV on `isa` runs an integer-activation kernel (QLM_ACT_I16 on AVX-512 VNNI or AVX2).
         func usesInt16(_ isa: qlm_isa) -> Bool {
-            isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 && withUnsafePointer(to: m) { qlm_qgemv_i16_kernel_exists($0) } == 1
+            qlm_qgemv_act() == QLM_ACT_I16 && withUnsafePointer(to: m) { qlm_qgemv_i16_kernel_exists_on(isa, $0) } == 1
         }
 
         /// x̂: the activations the integer path multiplies the dense part by (original order).
@@ -472,12 +478,13 @@ final class QuantKernelTests: HoldsKernelState {
     }
 
     /// "avx512" runs the f32-activation kernels; "avx512-i16" the integer-activation ones (affine and
-    /// LUT formats; f16 stays f32), checked against the reference applied to x̂, and x̂ against x.
-    @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "neon"])
+    /// LUT formats; f16 stays f32), "avx2-i16" AVX2's (affine 2/3/4-bit), checked against the
+    /// reference applied to x̂, and x̂ against x.
+    @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "avx2-i16", "neon"])
     func gemvMatchesReferenceOnEveryFormat(isaName: String) throws {
         let int16 = isaName.hasSuffix("-i16")
-        let isa = try #require(Self.allISAs.first { Self.name($0) == (int16 ? "avx512" : isaName) })
-        guard qlm_isa_supported(isa) == 1, !int16 || qlm_act_i16_supported() == 1 else { return }  // nothing to run here
+        let isa = try #require(Self.allISAs.first { Self.name($0) == (int16 ? String(isaName.dropLast(4)) : isaName) })
+        guard qlm_isa_supported(isa) == 1, !int16 || Self.int16ISAs.contains(isa) else { return }  // nothing to run here
         defer { Self.restoreDefaults() }
         qlm_qgemv_set_act(int16 ? QLM_ACT_I16 : QLM_ACT_F32)
         qlm_set_threads(2)
@@ -563,13 +570,13 @@ final class QuantKernelTests: HoldsKernelState {
             var bad = x
             bad[0] = .nan
             #expect(p.int16Activations(bad).contains { $0.isNaN })
-            if qlm_act_i16_supported() == 1 {
+            for isa in Self.int16ISAs {
                 defer { Self.restoreDefaults() }
-                _ = qlm_isa_force(QLM_ISA_AVX512)
+                _ = qlm_isa_force(isa)
                 qlm_qgemv_set_act(QLM_ACT_I16)
-                #expect(p.usesInt16(QLM_ISA_AVX512))
-                #expect(p.gemv(QLM_ISA_AVX512, bad).allSatisfy { $0.isNaN }, "NaN in x gives NaN rows")
-                #expect(p.gemv(QLM_ISA_AVX512, [Float](repeating: 0, count: cols)).allSatisfy { $0 == 0 })
+                #expect(p.usesInt16(isa), "\(Self.name(isa))")
+                #expect(p.gemv(isa, bad).allSatisfy { $0.isNaN }, "\(Self.name(isa)): NaN in x gives NaN rows")
+                #expect(p.gemv(isa, [Float](repeating: 0, count: cols)).allSatisfy { $0 == 0 }, "\(Self.name(isa))")
             }
         }
     }

@@ -52,9 +52,10 @@ public func formatDuration(_ s: Double) -> String {
 }
 
 /// The kernel path in use, as printed by `bench` and the "loaded" line: the ISA, plus "+i16" when
-/// the affine decode GEMV runs with integer activations (AVX-512 VNNI, `QLM_ACT`).
+/// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + GFNI, or
+/// AVX2 for affine 2/3/4-bit; `QLM_ACT`).
 public func activeKernelPath() -> String {
     let isa = qlm_isa_active()
     let name = String(cString: qlm_isa_name(isa))
-    return isa == QLM_ISA_AVX512 && qlm_qgemv_act() == QLM_ACT_I16 ? name + "+i16" : name
+    return qlm_act_i16_supported_on(isa) == 1 && qlm_qgemv_act() == QLM_ACT_I16 ? name + "+i16" : name
 }
