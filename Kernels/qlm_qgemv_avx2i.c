@@ -1,4 +1,4 @@
-// Affine 2/3/4-bit packed GEMV with 16-bit integer activations on AVX2 (no VNNI needed):
+// Affine and LUT packed GEMV with 16-bit integer activations on AVX2 (no VNNI needed):
 // the same activations and arithmetic as qlm_qgemv_vnni.c, with vpmaddubsw + vpmaddwd for the
 // byte dot products. For CPUs without AVX-512 (most laptops and desktops before 2023), where
 // the f32 kernels spend ~4 vector ops per 8 weights on unpacking, permuting and FMA.
@@ -10,7 +10,7 @@
 // and y += cvt(acc)·(s_g·d_seg). Zero points as in the VNNI kernel: y −= Σ_g s_g·z_g·Σ_{j∈g} x̂_j.
 // So results equal the reference applied to x̂ up to summation order (tests: every format and
 // shape against qlm_qgemv_ref on x̂). 8-bit codes and LUT bytes (up to 255) would overflow the
-// 16-bit pair sums; those keep the f32 kernels here.
+// 16-bit pair sums; those multiply 16-bit weights by 16-bit activations instead (qi_rows_block_w16).
 //
 // Code decode into byte lanes (layouts in qlm_quant.h), per 64-weight superblock → two vectors
 // (weights 0..31, 32..63):
@@ -61,6 +61,21 @@ QI256 QIINL void qi_decode(const uint8_t *p, const int BITS, __m256i *a, __m256i
     *b = hi;
 }
 
+// y[r + i] = Σ lanes of fv[i] − Σ_g s_g·z_g·Σ_{j∈g} x̂_j (the zero points), for NR rows.
+QI256 QIINL void qi_finish_rows(const qlm_qctx *c, float *y, const int r, const int NR, const __m256 *fv) {
+    const qlm_qmatrix *m = c->m;
+    const int ng = c->n_groups;
+    for (int i = 0; i < NR; i++) {
+        const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng, *zc = m->zeros + (size_t)(r + i) * (size_t)ng;
+        float z = 0.0f;
+        for (int g = 0; g < ng; g++) z += _cvtsh_ss(sc[g]) * _cvtsh_ss(zc[g]) * c->gsum[g];
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(fv[i]), _mm256_extractf128_ps(fv[i], 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        y[r + i] = _mm_cvtss_f32(s) - z;
+    }
+}
+
 // NR rows (1 or 2; more would spill: AVX2 has 16 vector registers) from row r. SEG: columns per
 // activation segment (32, 64 or 128); GK: segments per group (0: one group per row).
 QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int SEG,
@@ -71,9 +86,17 @@ QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const uint8_t *cp0 = m->codes + (size_t)r * rb;
     const int8_t *xh = c->xh, *xl = c->xl;
     const __m256i k128 = _mm256_set1_epi16(128), k1 = _mm256_set1_epi16(1);
+    const size_t pf = qlm_pf_distance((size_t)NR * rb);  // the rows stream from DRAM: prefetch ahead
     __m256 fv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int s0 = 0, t = 0; s0 < cp; s0 += SEG, t++) {
         const int n32 = (cp - s0 < SEG ? cp - s0 : SEG) / 32;  // 32-column chunks (the last segment may be short)
+        if (SEG >= 64) {
+            const char *p = (const char *)cp0 + pf + (size_t)(s0 / 64) * (size_t)(NR * SBB);
+            for (int o = 0; o < NR * SBB * (SEG / 64); o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+        } else if (!(s0 & 32)) {
+            const char *p = (const char *)cp0 + pf + (size_t)(s0 / 64) * (size_t)(NR * SBB);
+            for (int o = 0; o < NR * SBB; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+        }
         __m256i sh[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
         __m256i sl[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
         for (int u = 0; u < n32; u += 2) {  // one superblock (two chunks) per step; n32 is even unless SEG = 32
@@ -105,22 +128,89 @@ QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const i
             fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sd), fv[i]);
         }
     }
-    for (int i = 0; i < NR; i++) {
-        const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng, *zc = m->zeros + (size_t)(r + i) * (size_t)ng;
-        float z = 0.0f;
-        for (int gg = 0; gg < ng; gg++) z += _cvtsh_ss(sc[gg]) * _cvtsh_ss(zc[gg]) * c->gsum[gg];
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(fv[i]), _mm256_extractf128_ps(fv[i], 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        y[r + i] = _mm_cvtss_f32(s) - z;
+    qi_finish_rows(c, y, r, NR, fv);
+}
+
+// Weight bytes up to 255 (8-bit codes, LUT codebook entries): 16-bit weights × 16-bit activations
+// xi (c->x16) with vpmaddwd, 16 weights per instruction (|pair sum| ≤ 2·255·16383; a 256-column
+// segment keeps every int32 lane below 2^27). LUT rows look their codes up in the row's codebook
+// bytes first (vpshufb; 2-, 3-bit codebooks repeat to 16 entries, as in the VNNI kernel).
+QI256 QIINL __m256i qi_madd_bytes(__m256i acc, const __m128i w, const int16_t *x) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256((const __m256i *)x)));
+}
+
+QI256 QIINL void qi_rows_block_w16(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int SEG,
+                                   const int GK, const int LUT) {
+    const qlm_qmatrix *m = c->m;
+    const int ng = c->n_groups, SBB = BITS * 8, cp = c->cols_pad;
+    const size_t rb = c->rb;
+    const uint8_t *cp0 = m->codes + (size_t)r * rb;
+    const int16_t *x16 = c->x16;
+    const size_t pf = qlm_pf_distance((size_t)NR * rb);
+    __m256 fv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256i tb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    if (LUT) {
+        for (int i = 0; i < NR; i++) {
+            uint8_t t16[16];
+            const uint8_t *l = m->lut + ((size_t)(r + i) << BITS);
+            for (int e = 0; e < 16; e++) t16[e] = l[e & ((1 << BITS) - 1)];
+            tb[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t16));
+        }
     }
+    for (int s0 = 0, t = 0; s0 < cp; s0 += SEG, t++) {
+        const int n = cp - s0 < SEG ? cp - s0 : SEG;
+        __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        {
+            const char *p = (const char *)cp0 + pf + (size_t)(s0 / 64) * (size_t)(NR * SBB);
+            for (int o = 0; o < NR * SBB * ((n + 63) / 64); o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+        }
+        if (LUT) {
+            for (int j = s0; j < s0 + n; j += 64) {
+                for (int i = 0; i < NR; i++) {
+                    __m256i qa, qb;
+                    qi_decode(cp0 + (size_t)i * rb + (size_t)(j / 64) * (size_t)SBB, BITS, &qa, &qb);
+                    qa = _mm256_shuffle_epi8(tb[i], qa);
+                    qb = _mm256_shuffle_epi8(tb[i], qb);
+                    acc[i] = qi_madd_bytes(acc[i], _mm256_castsi256_si128(qa), x16 + j);
+                    acc[i] = qi_madd_bytes(acc[i], _mm256_extracti128_si256(qa, 1), x16 + j + 16);
+                    acc[i] = qi_madd_bytes(acc[i], _mm256_castsi256_si128(qb), x16 + j + 32);
+                    acc[i] = qi_madd_bytes(acc[i], _mm256_extracti128_si256(qb, 1), x16 + j + 48);
+                }
+            }
+        } else {  // 8-bit: byte j of the row is w[j]
+            for (int j = s0; j < s0 + n; j += 16)
+                for (int i = 0; i < NR; i++)
+                    acc[i] = qi_madd_bytes(acc[i], _mm_loadu_si128((const __m128i *)(cp0 + (size_t)i * rb + (size_t)j)), x16 + j);
+        }
+        const int g = GK == 0 ? 0 : (t / GK < ng ? t / GK : ng - 1);
+        for (int i = 0; i < NR; i++) {
+            const float sd = _cvtsh_ss(m->scales[(size_t)(r + i) * (size_t)ng + (size_t)g]) * c->xd[t];
+            fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), _mm256_set1_ps(sd), fv[i]);
+        }
+    }
+    qi_finish_rows(c, y, r, NR, fv);
 }
 
 QI256 QIINL void qi_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int SEG, const int GK) {
     int r = r0;
+    if (BITS == 8) {
+        for (; r + 2 <= r1; r += 2) qi_rows_block_w16(c, y, r, 2, 8, SEG, GK, 0);
+        for (; r < r1; r++) qi_rows_block_w16(c, y, r, 1, 8, SEG, GK, 0);
+        return;
+    }
     for (; r + 2 <= r1; r += 2) qi_rows_block(c, y, r, 2, BITS, SEG, GK);
     for (; r < r1; r++) qi_rows_block(c, y, r, 1, BITS, SEG, GK);
 }
+
+// LUT rows: one group per row, segments of qlm_act_i16_segment (256 columns).
+QI256 QIINL void qi_lut_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS) {
+    int r = r0;
+    for (; r + 2 <= r1; r += 2) qi_rows_block_w16(c, y, r, 2, BITS, 256, 0, 1);
+    for (; r < r1; r++) qi_rows_block_w16(c, y, r, 1, BITS, 256, 0, 1);
+}
+QI256 static void qi_l2(const qlm_qctx *c, float *y, int r0, int r1) { qi_lut_rows(c, y, r0, r1, 2); }
+QI256 static void qi_l3(const qlm_qctx *c, float *y, int r0, int r1) { qi_lut_rows(c, y, r0, r1, 3); }
+QI256 static void qi_l4(const qlm_qctx *c, float *y, int r0, int r1) { qi_lut_rows(c, y, r0, r1, 4); }
 
 // row (one group) / g32 / g64 / g128 / groups of 128·k / groups of 64·k (k odd).
 #define QI_DEF(B)                                                                                                     \
@@ -137,9 +227,15 @@ QI256 QIINL void qi_rows(const qlm_qctx *c, float *y, int r0, int r1, const int 
 QI_DEF(2)
 QI_DEF(3)
 QI_DEF(4)
+QI_DEF(8)
 
 qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m) {
-    if (!qlm_cpu_has_avx2_int() || m->format != QLM_FMT_AFFINE || !m->scales || !m->zeros) return NULL;
+    if (!qlm_cpu_has_avx2_int() || !m->scales || !m->zeros) return NULL;
+    if (m->format == QLM_FMT_LUT) {
+        if (!m->lut || qlm_act_i16_segment(m) != 256) return NULL;
+        return m->bits == 2 ? qi_l2 : m->bits == 3 ? qi_l3 : m->bits == 4 ? qi_l4 : NULL;
+    }
+    if (m->format != QLM_FMT_AFFINE) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
     int kind;  // as qlm_qrows_pick_vnni (the activation segments must be the same: qlm_act_i16_segment)
     if (ng <= 1) kind = 0;
@@ -159,6 +255,7 @@ qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m) {
         QI_PICK(2)
         QI_PICK(3)
         QI_PICK(4)
+        QI_PICK(8)
     default: return NULL;
     }
 #undef QI_PICK

@@ -356,7 +356,7 @@ static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPE
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
     if (m->cols <= 0) return 0;
     const size_t cp = (size_t)round_up64(m->cols);
-    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32;
+    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,8 +449,8 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int
     }
 }
 
-// Fills c->xh/xl/xd/gsum/seggroup from c->xs, using scratch past the first cols_pad floats.
-static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
+// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16) from c->xs, using scratch past the first cols_pad floats.
+static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16) {
     const qlm_qmatrix *m = c->m;
     const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
     int8_t *xh = (int8_t *)(void *)(scratch + cp);
@@ -475,6 +475,11 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd) {
     }
     const int kseg = gsz / seg;  // segments per group (groups of 64·k)
     for (int k = 0; k < nseg; k++) sbg[k] = ng > 1 && kseg > 0 ? k / kseg : 0;
+    if (want_x16) {  // the AVX2 kernels for weight bytes up to 255
+        int16_t *x16 = (int16_t *)(void *)(sbg + cp / 32);
+        for (int j = 0; j < cp; j++) x16[j] = (int16_t)(128 * (int)xh[j] + (int)xl[j]);
+        c->x16 = x16;
+    }
     c->xh = xh;
     c->xl = xl;
     c->xd = d;
@@ -514,7 +519,7 @@ void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xh
     for (int j = 0; j < cols; j++) scratch[j] = m->perm ? x[m->perm[j]] : x[j];
     for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
     c.xs = scratch;
-    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported());
+    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0);
     const int seg = qlm_act_i16_segment(m);
     for (int j = 0; j < cols; j++) {
         const float v = c.xd[j / seg] * (float)(128 * (int)c.xh[j] + (int)c.xl[j]);
@@ -584,8 +589,10 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.xh = c.xl = NULL;
     c.xd = c.gsum = NULL;
     c.seggroup = NULL;
+    c.x16 = NULL;
     qlm_qrows_fn fn = NULL;
-    if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL) act_i16_prepare(&c, scratch, 1);
+    if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
+        act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT));
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path

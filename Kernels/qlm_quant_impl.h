@@ -20,6 +20,7 @@ typedef struct {
     const float *xd;        // [cols_pad / seg] segment scales: x̂ = xd · xi
     const float *gsum;      // [n_groups] Σ x̂ over each group (zero-point term)
     const int32_t *seggroup; // [segments] group of each activation segment (groups of 64·k columns)
+    const int16_t *x16;      // [cols_pad] xi = 128·xh + xl (AVX2 kernels for weight bytes up to 255)
 } qlm_qctx;
 
 // Computes the dense part y[r] = W_stored[r] · xs for r in [r0, r1) (outliers are added by the
@@ -45,7 +46,7 @@ int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
-// The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4-bit, same activations.
+// The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4/8-bit and LUT, same activations.
 int qlm_cpu_has_avx2_int(void);
 qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 void qlm_act_i16_prepare_avx2(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);

@@ -53,7 +53,7 @@ public func formatDuration(_ s: Double) -> String {
 
 /// The kernel path in use, as printed by `bench` and the "loaded" line: the ISA, plus "+i16" when
 /// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + GFNI, or
-/// AVX2 for affine 2/3/4-bit; `QLM_ACT`).
+/// AVX2; `QLM_ACT`).
 public func activeKernelPath() -> String {
     let isa = qlm_isa_active()
     let name = String(cString: qlm_isa_name(isa))
