@@ -134,20 +134,6 @@ void qlm_set_threads(int n) {
 #endif
 }
 
-// libomp's workers spin for KMP_BLOCKTIME (200 ms) after each parallel region. Between the
-// kernels of a decode step that is what we want; in the quantizer, where OpenBLAS (its own
-// pthreads) runs next, the spinning workers take its cores (GPTQ's solver: 11.6 → 8.0 s).
-#if defined(_OPENMP) && defined(__linux__)
-void kmp_set_blocktime(int ms);
-#endif
-void qlm_set_omp_spin(int spin) {
-#if defined(_OPENMP) && defined(__linux__)
-    kmp_set_blocktime(spin ? 200 : 0);
-#else
-    (void)spin;
-#endif
-}
-
 int qlm_get_threads(void) {
     int n = atomic_load_explicit(&g_threads, memory_order_relaxed);
     return n > 0 ? n : online_cores();

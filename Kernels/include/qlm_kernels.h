@@ -30,9 +30,6 @@ const char *qlm_isa_name(qlm_isa isa);
 
 void qlm_set_threads(int n);             // sizes both the OpenMP pool and the BLAS pool; n <= 0 → all cores
 int qlm_get_threads(void);
-// 0: OpenMP workers sleep at once after a parallel region (phases that alternate OpenMP and BLAS
-// threads, e.g. quantization); 1: they spin briefly first (the default; decode).
-void qlm_set_omp_spin(int spin);
 
 // ---------------------------------------------------------------------------------------------
 // Dense f32 GEMV / GEMM

@@ -88,8 +88,9 @@ struct Quantize: ParsableCommand {
         }
         print(String(format: "bits per weight: %.4f (decoder linears), %.4f (all matrices incl. head)", m.layerBitsPerWeight, m.totalBitsPerWeight))
         if let t = m.timing {
-            print(String(format: "time: total %.1f s = forward %.1f + hessians %.1f + solver %.1f + other %.1f; floor (one forward pass) %.1f s → %.2f× floor",
-                         t["total"] ?? 0, t["forward"] ?? 0, t["hessian"] ?? 0, t["solver"] ?? 0, t["other"] ?? 0, t["floor"] ?? 0,
+            print(String(format: "time: total %.1f s = forward %.1f + hessians %.1f (%@) + solver %.1f + other %.1f; floor (one forward pass) %.1f s → %.2f× floor",
+                         t["total"] ?? 0, t["forward"] ?? 0, t["hessian"] ?? 0, (m.options["hessian"] ?? "f32") as NSString,
+                         t["solver"] ?? 0, t["other"] ?? 0, t["floor"] ?? 0,
                          (t["total"] ?? 0) / max(t["floor"] ?? 1, 1e-9)))
         } else {
             print(String(format: "time: %.1f s", m.quantizeSeconds))

@@ -143,8 +143,6 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
     }
     let t0 = Date()
     let hessianPrecision = job.resolvedHessianPrecision
-    qlm_set_omp_spin(0)  // OpenMP kernels and OpenBLAS alternate here; spinning workers would slow BLAS
-    defer { qlm_set_omp_spin(1) }
     // A taken output folder is an error now, not after an hour of quantization (unless resuming,
     // where the final folder does not exist yet either).
     try ensureFreshOutputFolder(job.outDir)
