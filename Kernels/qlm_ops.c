@@ -377,15 +377,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void attend_one_
     attend_one_avx512_nv(qv, K, V, kvstride, valid, hd / 16, scale, s, o, H);  // other multiples of 16
 }
 
-__attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv, const float *K, const float *V, int kvstride,
-                                                                int valid, int hd, float scale, float *s, float *o) {
-    attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
-}
-
-__attribute__((target("avx512f"))) static void attend_one_avx512_kv16(const float *qv, const uint16_t *K, const uint16_t *V,
-                                                                     int kvstride, int valid, int hd, float scale, float *s,
-                                                                     float *o) {
-    attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+// One instance per cache precision (H is a compile-time constant inside each).
+__attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv, const void *K, const void *V, int kvstride,
+                                                                int valid, int hd, float scale, float *s, float *o, int H) {
+    if (H) attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+    else attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
 }
 
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 kv_load256(const void *p, size_t off, const int H) {
@@ -418,15 +414,10 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void atten
     for (int v = 0; v < nv; v++) _mm256_storeu_ps(o + 8 * v, acc[v]);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2(const float *qv, const float *K, const float *V, int kvstride,
-                                                                    int valid, int hd, float scale, float *s, float *o) {
-    attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2_kv16(const float *qv, const uint16_t *K, const uint16_t *V,
-                                                                         int kvstride, int valid, int hd, float scale, float *s,
-                                                                         float *o) {
-    attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+__attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2(const float *qv, const void *K, const void *V, int kvstride,
+                                                                    int valid, int hd, float scale, float *s, float *o, int H) {
+    if (H) attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 1);
+    else attend_one_avx2_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
 }
 #endif
 
@@ -434,16 +425,8 @@ __attribute__((target("avx2,fma,f16c"))) static void attend_one_avx2_kv16(const 
 static void attend_one(qlm_isa isa, const float *qv, const void *K, const void *V, int kvstride, int valid, int hd,
                        float scale, float *s, float *o, const int H) {
 #if defined(__x86_64__)
-    if (isa == QLM_ISA_AVX512) {
-        if (H) attend_one_avx512_kv16(qv, K, V, kvstride, valid, hd, scale, s, o);
-        else attend_one_avx512(qv, K, V, kvstride, valid, hd, scale, s, o);
-        return;
-    }
-    if (isa == QLM_ISA_AVX2) {
-        if (H) attend_one_avx2_kv16(qv, K, V, kvstride, valid, hd, scale, s, o);
-        else attend_one_avx2(qv, K, V, kvstride, valid, hd, scale, s, o);
-        return;
-    }
+    if (isa == QLM_ISA_AVX512) { attend_one_avx512(qv, K, V, kvstride, valid, hd, scale, s, o, H); return; }
+    if (isa == QLM_ISA_AVX2) { attend_one_avx2(qv, K, V, kvstride, valid, hd, scale, s, o, H); return; }
 #endif
     (void)isa;
     attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H);
@@ -537,5 +520,5 @@ void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, 
 }
 
 void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc) {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, alpha, A, lda, beta, C, ldc);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, alpha, A, lda, beta, C, ldc);
 }

@@ -61,6 +61,13 @@ QI256 QIINL void qi_decode(const uint8_t *p, const int BITS, __m256i *a, __m256i
     *b = hi;
 }
 
+// s_g·d_t: scale of segment t's group in `row` times the segment's activation scale (GK segments
+// per group, 0: one group per row; the padding past the last group uses the last one, d = 0 there).
+QI256 QIINL float qi_seg_scale(const qlm_qctx *c, int row, int t, const int GK) {
+    const int ng = c->n_groups, g = GK == 0 ? 0 : (t / GK < ng ? t / GK : ng - 1);
+    return _cvtsh_ss(c->m->scales[(size_t)row * (size_t)ng + (size_t)g]) * c->xd[t];
+}
+
 // y[r + i] = Σ lanes of fv[i] − Σ_g s_g·z_g·Σ_{j∈g} x̂_j (the zero points), for NR rows.
 QI256 QIINL void qi_finish_rows(const qlm_qctx *c, float *y, const int r, const int NR, const __m256 *fv) {
     const qlm_qmatrix *m = c->m;
@@ -121,11 +128,9 @@ QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const i
             }
             if (!two) break;  // SEG = 32: one chunk per segment
         }
-        const int g = GK == 0 ? 0 : (t / GK < ng ? t / GK : ng - 1);  // padding past the last group: d = 0 there
         for (int i = 0; i < NR; i++) {
             const __m256i acc = _mm256_add_epi32(_mm256_madd_epi16(sh[i], k128), _mm256_madd_epi16(sl[i], k1));
-            const float sd = _cvtsh_ss(m->scales[(size_t)(r + i) * (size_t)ng + (size_t)g]) * c->xd[t];
-            fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sd), fv[i]);
+            fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(qi_seg_scale(c, r + i, t, GK)), fv[i]);
         }
     }
     qi_finish_rows(c, y, r, NR, fv);
@@ -182,11 +187,7 @@ QI256 QIINL void qi_rows_block_w16(const qlm_qctx *c, float *y, const int r, con
                 for (int i = 0; i < NR; i++)
                     acc[i] = qi_madd_bytes(acc[i], _mm_loadu_si128((const __m128i *)(cp0 + (size_t)i * rb + (size_t)j)), x16 + j);
         }
-        const int g = GK == 0 ? 0 : (t / GK < ng ? t / GK : ng - 1);
-        for (int i = 0; i < NR; i++) {
-            const float sd = _cvtsh_ss(m->scales[(size_t)(r + i) * (size_t)ng + (size_t)g]) * c->xd[t];
-            fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), _mm256_set1_ps(sd), fv[i]);
-        }
+        for (int i = 0; i < NR; i++) fv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), _mm256_set1_ps(qi_seg_scale(c, r + i, t, GK)), fv[i]);
     }
     qi_finish_rows(c, y, r, NR, fv);
 }

@@ -48,7 +48,8 @@ void qlm_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, 
 void qlm_sgemm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc, float beta);
 
-// Upper triangle of C[n, n] = alpha · Aᵀ A + beta · C for A [k, n] (Hessians X ᵀX of layer inputs).
+// Lower triangle (row ≥ column) of C[n, n] = alpha · Aᵀ A + beta · C for A [k, n] (Hessians XᵀX of
+// layer inputs; the same triangle as qlm_gram_bf16, so callers read both alike).
 void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc);
 // Lower triangle (row ≥ column; the rest untouched) of C[n, n] = alpha · Âᵀ Â for A [k, n], Â = A
 // rounded to bf16 (nearest even, denormals flushed), products summed in f32: twice ssyrk's

@@ -110,24 +110,17 @@ func accumulateHessian(_ X: UnsafePointer<Float>, rows M: Int, cols n: Int, nsam
     while r < M {
         let k = min(chunk, M - r)
         if let scratch {
-            // Lower triangle, read row by row: H[j][i] for i ≤ j.
             qlm_gram_bf16(Int32(n), Int32(k), alpha, X + r * n, Int32(n), part.ptr, Int32(n), scratch)
-            H.withUnsafeMutableBufferPointer { h in
-                for j in 0..<n { for i in 0...j { h[j * n + i] += Double(part.ptr[j * n + i]) } }
-            }
         } else {
             qlm_ssyrk_t(Int32(n), Int32(k), alpha, X + r * n, Int32(n), 0, part.ptr, Int32(n))
-            H.withUnsafeMutableBufferPointer { h in
-                for i in 0..<n { for j in i..<n { h[i * n + j] += Double(part.ptr[i * n + j]) } }
-            }
+        }
+        // Both fill the lower triangle: H[j][i] for i ≤ j, read row by row.
+        H.withUnsafeMutableBufferPointer { h in
+            for j in 0..<n { for i in 0...j { h[j * n + i] += Double(part.ptr[j * n + i]) } }
         }
         r += k
     }
-    if precision == .bf16 {
-        for j in 0..<n { for i in 0..<j { H[i * n + j] = H[j * n + i] } }
-    } else {
-        for i in 0..<n { for j in 0..<i { H[i * n + j] = H[j * n + i] } }
-    }
+    for j in 0..<n { for i in 0..<j { H[i * n + j] = H[j * n + i] } }
     return H
 }
 
