@@ -449,8 +449,21 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int
     }
 }
 
-// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16) from c->xs, using scratch past the first cols_pad floats.
-static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16) {
+// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16; xh/xl pair-swizzled when want_pairs) from c->xs, using scratch past the first cols_pad floats.
+// Within each whole pair of 64-value superblocks (2k, 2k + 1) of a row, swaps the middle quarters:
+// [A0..31 A32..63 B0..31 B32..63] -> [A0..31 B0..31 A32..63 B32..63], the lane order in which the
+// AVX-512 LUT-4 kernel unpacks a pair's codes. A row's odd last superblock stays as it is.
+void qlm_act_i16_pair_swizzle(int8_t *x, int nsb) {
+    int8_t t[32];
+    for (int k = 0; k + 1 < nsb; k += 2) {
+        int8_t *p = x + (size_t)k * 64;
+        memcpy(t, p + 32, 32);
+        memcpy(p + 32, p + 64, 32);
+        memcpy(p + 64, t, 32);
+    }
+}
+
+static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16, int want_pairs) {
     const qlm_qmatrix *m = c->m;
     const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
     int8_t *xh = (int8_t *)(void *)(scratch + cp);
@@ -479,6 +492,10 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
         int16_t *x16 = (int16_t *)(void *)(sbg + cp / 32);
         for (int j = 0; j < cp; j++) x16[j] = (int16_t)(128 * (int)xh[j] + (int)xl[j]);
         c->x16 = x16;
+    }
+    if (want_pairs) {  // the AVX-512 LUT-4 kernel: see qv_segment_dot
+        qlm_act_i16_pair_swizzle(xh, c->nsb);
+        qlm_act_i16_pair_swizzle(xl, c->nsb);
     }
     c->xh = xh;
     c->xl = xl;
@@ -519,7 +536,7 @@ void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xh
     for (int j = 0; j < cols; j++) scratch[j] = m->perm ? x[m->perm[j]] : x[j];
     for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
     c.xs = scratch;
-    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0);
+    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0, 0);
     const int seg = qlm_act_i16_segment(m);
     for (int j = 0; j < cols; j++) {
         const float v = c.xd[j / seg] * (float)(128 * (int)c.xh[j] + (int)c.xl[j]);
@@ -592,7 +609,8 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.x16 = NULL;
     qlm_qrows_fn fn = NULL;
     if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
-        act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT));
+        act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT),
+                        isa == QLM_ISA_AVX512 && m->bits == 4 && qlm_act_i16_segment(m) >= 128);
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path

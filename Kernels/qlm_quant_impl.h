@@ -46,6 +46,7 @@ int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
+void qlm_act_i16_pair_swizzle(int8_t *x, int nsb);
 // The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4/8-bit and LUT, same activations.
 int qlm_cpu_has_avx2_int(void);
 qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
