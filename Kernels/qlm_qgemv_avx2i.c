@@ -94,6 +94,7 @@ QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const int8_t *xh = c->xh, *xl = c->xl;
     const __m256i k128 = _mm256_set1_epi16(128), k1 = _mm256_set1_epi16(1);
     const size_t pf = qlm_pf_distance((size_t)NR * rb);  // the rows stream from DRAM: prefetch ahead
+    if (NR == 2 && (r & 3) == 0) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
     __m256 fv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int s0 = 0, t = 0; s0 < cp; s0 += SEG, t++) {
         const int n32 = (cp - s0 < SEG ? cp - s0 : SEG) / 32;  // 32-column chunks (the last segment may be short)
@@ -152,6 +153,7 @@ QI256 QIINL void qi_rows_block_w16(const qlm_qctx *c, float *y, const int r, con
     const uint8_t *cp0 = m->codes + (size_t)r * rb;
     const int16_t *x16 = c->x16;
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
+    if (NR == 2 && (r & 3) == 0) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
     __m256 fv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256i tb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     if (LUT) {

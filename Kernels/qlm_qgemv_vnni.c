@@ -149,6 +149,7 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const int8_t *xh = c->xh, *xl = c->xl;
     const float *xd = c->xd;
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
+    if (NR == 4) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
     __m512 fv[4], sdr[4];
     float sd[4][16];
     __m512i tb[4];

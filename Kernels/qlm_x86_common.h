@@ -4,6 +4,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "qlm_quant.h"
 
 // Horizontal sum of 16 floats (fixed order: halves, quarters, pairs).
 __attribute__((target("avx512f,avx2"), always_inline)) static inline float qlm_hsum512(__m512 v) {
@@ -27,6 +30,27 @@ static inline size_t qlm_pf_distance(size_t block_bytes) {
     size_t k = (QLM_QPF_MIN + block_bytes - 1) / block_bytes;
     if (k > QLM_QPF_MAXBLK) k = QLM_QPF_MAXBLK;
     return k * block_bytes;
+}
+
+// The per-row side arrays (scales, zeros, LUT codebooks) of the 4-row block QLM_META_AHEAD rows
+// ahead: they sit in their own arrays, so the codes' prefetch does not cover them, and in a decode
+// step they come from DRAM: without this each row block began with a demand miss (LUT-4 decode,
+// whose kernel reads the codebook first, was ~10% slower in the model than in the benchmark).
+#ifndef QLM_META_AHEAD
+#define QLM_META_AHEAD 16
+#endif
+static inline void qlm_pf_row_meta(const qlm_qmatrix *m, int r, int ng) {
+    if (r >= m->rows) return;
+    const size_t sb = (size_t)4 * (size_t)ng * sizeof(uint16_t);  // scale (or zero) bytes of 4 rows
+    const char *s = (const char *)(m->scales + (size_t)r * (size_t)ng), *z = (const char *)(m->zeros + (size_t)r * (size_t)ng);
+    for (size_t o = 0; o < sb + 63; o += 64) {
+        _mm_prefetch(s + o, _MM_HINT_T1);
+        _mm_prefetch(z + o, _MM_HINT_T1);
+    }
+    if (m->format == QLM_FMT_LUT && m->lut) {
+        const char *l = (const char *)(m->lut + ((size_t)r << m->bits));
+        for (size_t o = 0; o < ((size_t)4 << m->bits) + 63; o += 64) _mm_prefetch(l + o, _MM_HINT_T1);
+    }
 }
 #endif
 #endif

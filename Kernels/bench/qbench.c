@@ -301,6 +301,8 @@ static void run_bench(int quick) {
         float *scratch = NULL;
         for (int j = 0; j < cols; j++) x[j] = frand();
         for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+            const char *only = getenv("QB_FORMATS");  // e.g. "lut4,affine4 g128": only these formats
+            if (only && *only && !strstr(only, fmts[f].name)) continue;
             qb_mat first;
             qb_make(&first, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
             free(scratch);
@@ -310,7 +312,7 @@ static void run_bench(int quick) {
             if (ncopy < 2) ncopy = 2;
             qb_mat *mats = calloc((size_t)ncopy, sizeof(qb_mat));
             mats[0] = first;
-            // Copies share scales/lut contents but own their code bytes (the dominant stream).
+            // Copies own their code bytes, scales, zeros and codebooks (all of them stream from DRAM).
             for (int i = 1; i < ncopy; i++) {
                 mats[i] = first;
                 const size_t cb = fmts[f].format == QLM_FMT_F16 ? (size_t)rows * (size_t)cols * 2
@@ -324,7 +326,13 @@ static void run_bench(int quick) {
                     mats[i].zeros = malloc(nb); memcpy(mats[i].zeros, first.zeros, nb);
                     mats[i].m.scales = mats[i].scales; mats[i].m.zeros = mats[i].zeros;
                 }
-                mats[i].lut = NULL; mats[i].perm = NULL; mats[i].rowptr = NULL; mats[i].ocol = NULL; mats[i].oval = NULL;
+                mats[i].lut = NULL;
+                if (first.lut) {  // the codebooks stream from DRAM in a model too
+                    const size_t nb = (size_t)rows << fmts[f].bits;
+                    mats[i].lut = malloc(nb); memcpy(mats[i].lut, first.lut, nb);
+                    mats[i].m.lut = mats[i].lut;
+                }
+                mats[i].perm = NULL; mats[i].rowptr = NULL; mats[i].ocol = NULL; mats[i].oval = NULL;
             }
             // Paths: the best ISA with f32 activations, with integer activations where a kernel
             // exists (printed as "<isa>+i16"), and the scalar one on the first shape.
@@ -351,7 +359,7 @@ static void run_bench(int quick) {
                     fflush(stdout);
                 }
             }
-            for (int i = 1; i < ncopy; i++) { free(mats[i].codes); free(mats[i].scales); free(mats[i].zeros); }
+            for (int i = 1; i < ncopy; i++) { free(mats[i].codes); free(mats[i].scales); free(mats[i].zeros); free(mats[i].lut); }
             qb_free(&mats[0]);
             free(mats);
         }

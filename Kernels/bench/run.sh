@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the packed-GEMV benchmark against Kernels/*.c and runs it.
-#   Kernels/bench/run.sh            full table (all formats, 5 shapes, 1 and 2 threads)
+#   Kernels/bench/run.sh            full table (all formats, 5 shapes, 1 and 2 threads; QB_FORMATS="lut4,affine4 g128"
+#                                   limits it to those formats)
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA
 #   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference
