@@ -48,6 +48,8 @@ int qlm_cpu_has_vnni_gfni(void) {
 
 // G == 32: lanes 0..7 take entry 2t, lanes 8..15 entry 2t + 1 of a 16-entry scale vector.
 static int32_t qv_pair[8][16];
+// Lanes 4s..4s + 3 take entry 4q + s of a 16-entry per-superblock vector (quad q of a chunk).
+static int32_t qv_quad[4][16];
 
 // Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb, one op instead of a shift
 // and a mask; ~4-11% faster kernels): the 8x8 bit matrix of each qword lane picks `width` bits
@@ -67,6 +69,8 @@ static void qv_tables_init(void) {
     }
     for (int t = 0; t < 8; t++)
         for (int l = 0; l < 16; l++) qv_pair[t][l] = 2 * t + (l >= 8);
+    for (int q = 0; q < 4; q++)
+        for (int l = 0; l < 16; l++) qv_quad[q][l] = 4 * q + l / 4;
 }
 
 
@@ -132,6 +136,23 @@ QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i *vh, 
     acc = _mm512_slli_epi32(acc, 7);
     for (int u = 0; u < N; u++) acc = _mm512_dpbusd_epi32(acc, q[u], vl[u]);
     return acc;
+}
+
+// Zero points of row r: Σ_g s_g · z_g · gsum_g.
+QV512 QVINL float qv_zero_term(const qlm_qctx *c, const int r) {
+    const qlm_qmatrix *m = c->m;
+    const int ng = c->n_groups;
+    const uint16_t *sc = m->scales + (size_t)r * (size_t)ng;
+    const uint16_t *zc = m->zeros + (size_t)r * (size_t)ng;
+    __m512 zacc = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g += 16) {
+        const int n = ng - g < 16 ? ng - g : 16;
+        const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+        const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g));
+        const __m512 z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, zc + g));
+        zacc = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_maskz_loadu_ps(mk, c->gsum + g), zacc);
+    }
+    return qlm_hsum512(zacc);
 }
 
 // SPS: superblocks per activation segment (4: segments of 256 columns, LUT rows; 2: segments of
@@ -219,20 +240,7 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
             }
         }
     }
-    // Zero points: Σ_g s_g · z_g · gsum_g.
-    for (int i = 0; i < NR; i++) {
-        const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng;
-        const uint16_t *zc = m->zeros + (size_t)(r + i) * (size_t)ng;
-        __m512 zacc = _mm512_setzero_ps();
-        for (int g = 0; g < ng; g += 16) {
-            const int n = ng - g < 16 ? ng - g : 16;
-            const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
-            const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g));
-            const __m512 z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, zc + g));
-            zacc = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_maskz_loadu_ps(mk, c->gsum + g), zacc);
-        }
-        y[r + i] = qlm_hsum512(fv[i]) - qlm_hsum512(zacc);
-    }
+    for (int i = 0; i < NR; i++) y[r + i] = qlm_hsum512(fv[i]) - qv_zero_term(c, r + i);
 }
 
 QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK, const int SPS,
@@ -240,6 +248,93 @@ QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int 
     int r = r0;
     for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS, LUT);
     for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS, LUT);
+}
+
+// 2-bit with groups of 64·k or one group per row, and LUT-2: four superblocks from one 64-byte load.
+// 128-bit lane s of the load is superblock s's 16 code bytes, so field u (bits 2u, 2u + 1 of each
+// byte: a mask, or vpermb on the codebook repeated every 4 bytes) gives, in lane s, columns
+// 16u..16u + 15 of superblock s; the activations of each quad were swizzled to match
+// (qlm_act_i16_swizzle, k = 4). Every dword lane of the accumulator then belongs to one superblock,
+// so one convert and one FMA with a vector of per-superblock scales s_g·d_seg serve all four
+// (the one-superblock-per-segment kernel spends a convert, an FMA and a scale per 64 weights).
+// Per-core ceiling (Kernels/bench/run.sh ceiling): affine2 g64 42.5 -> 48 Gw/s; g128 and LUT-2
+// unchanged (~48, ~46; fields 1 and 2 by vgf2p8affineqb instead: no change).
+QV512 QVINL __m512i qv_q2_field(const __m512i v, const int u, const int LUT, const __m512i tb) {
+    const __m512i f = u ? _mm512_srli_epi16(v, 2 * u) : v;
+    return LUT ? _mm512_permutexvar_epi8(f, tb) : _mm512_and_si512(f, _mm512_set1_epi8(3));
+}
+
+QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int NR, const int LUT) {
+    const qlm_qmatrix *m = c->m;
+    const int nsb = c->nsb, ng = c->n_groups;
+    const size_t rb = c->rb;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
+    const int8_t *xh = c->xh, *xl = c->xl;
+    const size_t pf = qlm_pf_distance((size_t)NR * rb);
+    if (NR == 4) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
+    __m512 fv[4], S[4];
+    __m512i tb[4];
+    for (int i = 0; i < NR; i++) {
+        fv[i] = _mm512_setzero_ps();
+        uint32_t v = 0;
+        if (LUT) memcpy(&v, m->lut + ((size_t)(r + i) << 2), 4);
+        tb[i] = _mm512_set1_epi32((int)v);
+    }
+    for (int b0 = 0; b0 < nsb; b0 += 16) {
+        const int nb = nsb - b0 < 16 ? nsb - b0 : 16;
+        const __mmask16 mb = (__mmask16)(nb >= 16 ? 0xFFFFu : ((1u << nb) - 1u));
+        // S[i] lane u = s_{g(b0 + u)} · d_{seg(b0 + u)} (0 past the row's end).
+        const __m512 dv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mb, _mm512_maskz_loadu_epi32(mb, c->sbseg + b0), c->xd, 4);
+        for (int i = 0; i < NR; i++) {
+            const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng;
+            if (ng <= 1) {
+                S[i] = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(sc[0])), dv);
+            } else {
+                const int g0 = c->sbgroup[b0], n = ng - g0 < 16 ? ng - g0 : 16;
+                const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
+                const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, sc + g0));
+                const __m512i gi = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mb, c->sbgroup + b0), _mm512_set1_epi32(g0));
+                S[i] = _mm512_mul_ps(_mm512_permutexvar_ps(gi, s), dv);
+            }
+        }
+        for (int q = 0; q < nb; q += 4) {
+            const int b = b0 + q, n = nsb - b < 4 ? nsb - b : 4;
+            const __mmask64 mq = n >= 4 ? ~(__mmask64)0 : (((__mmask64)1 << (16 * n)) - 1);
+            if (NR == 4) {
+                const char *p = (const char *)cp + pf + (size_t)b * 64;
+                for (int o = 0; o < 256; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+            }
+            __m512i vh[4], vl[4];
+            for (int u = 0; u < 4; u++) {
+                vh[u] = _mm512_loadu_si512((const void *)(xh + (size_t)b * 64 + 64 * u));
+                vl[u] = _mm512_loadu_si512((const void *)(xl + (size_t)b * 64 + 64 * u));
+            }
+            const __m512i qi = _mm512_loadu_si512((const void *)qv_quad[q / 4]);
+            for (int i = 0; i < NR; i++) {
+                const __m512i v = _mm512_maskz_loadu_epi8(mq, (const void *)(cp + (size_t)i * rb + (size_t)b * 16));
+                __m512i w[4], acc = _mm512_setzero_si512();
+                for (int u = 0; u < 4; u++) {
+                    w[u] = qv_q2_field(v, u, LUT, tb[i]);
+                    acc = _mm512_dpbusd_epi32(acc, w[u], vh[u]);
+                }
+                acc = _mm512_slli_epi32(acc, 7);
+                for (int u = 0; u < 4; u++) acc = _mm512_dpbusd_epi32(acc, w[u], vl[u]);
+                fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(qi, S[i]), fv[i]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++) y[r + i] = qlm_hsum512(fv[i]) - qv_zero_term(c, r + i);
+}
+
+QV512 static void qv_q2(const qlm_qctx *c, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) qv_q2_block(c, y, r, 4, 0);
+    for (; r < r1; r++) qv_q2_block(c, y, r, 1, 0);
+}
+QV512 static void qv_q2_lut(const qlm_qctx *c, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) qv_q2_block(c, y, r, 4, 1);
+    for (; r < r1; r++) qv_q2_block(c, y, r, 1, 1);
 }
 
 // row / g32 / g64 / g128 (one segment per group) / groups of 128·k (k segments) / groups of 64·k, k odd.
@@ -259,7 +354,6 @@ QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
 // LUT rows: segments of 256 columns (one convert + FMA per 256 weights pays for the lookups).
-QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 4, 1); }
 QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1); }
 QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 4, 1); }
 
@@ -272,7 +366,7 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     if (!m->scales || !m->zeros) return NULL;
     if (m->format == QLM_FMT_LUT) {
         if (!m->lut) return NULL;
-        return m->bits == 2 ? qv_l2 : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
+        return m->bits == 2 ? qv_q2_lut : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
     }
     if (m->format != QLM_FMT_AFFINE) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
@@ -290,6 +384,7 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
                                             qv_b##B##_g128, qv_b##B##_g128k, qv_b##B##_g64k}; \
         return fns[kind];                                                            \
     }
+    if (m->bits == 2 && kind != 1) return qv_q2;
     switch (m->bits) {
         QV_PICK(2)
         QV_PICK(3)
@@ -298,6 +393,12 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     default: return NULL;
     }
 #undef QV_PICK
+}
+
+int qlm_vnni_act_blocks(const qlm_qmatrix *m) {
+    if (m->bits == 2) return (m->format == QLM_FMT_LUT || qlm_n_groups(m) <= 1 || m->group_size % 64 == 0) ? 4 : 1;
+    if (m->bits == 4) return qlm_act_i16_segment(m) >= 128 ? 2 : 1;
+    return 1;
 }
 
 // AVX-512 twin of the portable activation quantiser in qlm_quant.c (same arithmetic, same bytes).

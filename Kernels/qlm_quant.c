@@ -350,13 +350,14 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
 // ---------------------------------------------------------------------------------------------
 static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
 
-// Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad bytes each]
+// Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad rounded up to 256 bytes each]
 // [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [seggroup: cols_pad/32 ints] (at most
-// cols_pad/32 activation segments).
+// cols_pad/32 activation segments) [x16: cols_pad int16] [sbgroup, sbseg: cols_pad/64 ints each].
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
     if (m->cols <= 0) return 0;
     const size_t cp = (size_t)round_up64(m->cols);
-    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2;
+    const size_t cp4 = (cp + 255) / 256 * 256;
+    return cp + cp4 / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2 + cp / 32;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,26 +450,39 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int
     }
 }
 
-// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16; xh/xl pair-swizzled when want_pairs) from c->xs, using scratch past the first cols_pad floats.
-// Within each whole pair of 64-value superblocks (2k, 2k + 1) of a row, swaps the middle quarters:
-// [A0..31 A32..63 B0..31 B32..63] -> [A0..31 B0..31 A32..63 B32..63], the lane order in which the
-// AVX-512 LUT-4 kernel unpacks a pair's codes. A row's odd last superblock stays as it is.
-void qlm_act_i16_pair_swizzle(int8_t *x, int nsb) {
-    int8_t t[32];
-    for (int k = 0; k + 1 < nsb; k += 2) {
-        int8_t *p = x + (size_t)k * 64;
-        memcpy(t, p + 32, 32);
-        memcpy(p + 32, p + 64, 32);
-        memcpy(p + 64, t, 32);
+// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16; xh/xl swizzled in blocks of `blocks` superblocks when > 1, see qlm_act_i16_swizzle) from c->xs, using scratch past the first cols_pad floats.
+// k = 2: within each whole pair of 64-value superblocks (2p, 2p + 1) of a row, swaps the middle
+// quarters: [A0..31 A32..63 B0..31 B32..63] -> [A0..31 B0..31 A32..63 B32..63], the lane order in
+// which the AVX-512 4-bit kernels unpack a pair's codes (low nibbles of both, then high); a row's
+// odd last superblock stays as it is.
+// k = 4: within each quad of superblocks (the last one padded with zeros), 64-byte block u holds
+// columns 16u..16u+15 of each of the four (the 2-bit fields u of the quad's code bytes).
+void qlm_act_i16_swizzle(int8_t *x, int nsb, int k) {
+    int8_t t[256];
+    if (k == 2) {
+        for (int p = 0; p + 1 < nsb; p += 2) {
+            int8_t *q = x + (size_t)p * 64;
+            memcpy(t, q + 32, 32);
+            memcpy(q + 32, q + 64, 32);
+            memcpy(q + 64, t, 32);
+        }
+        return;
+    }
+    for (int p = 0; p < nsb; p += 4) {
+        int8_t *q = x + (size_t)p * 64;
+        memcpy(t, q, 256);
+        for (int u = 0; u < 4; u++)
+            for (int s = 0; s < 4; s++) memcpy(q + 64 * u + 16 * s, t + 64 * s + 16 * u, 16);
     }
 }
 
-static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16, int want_pairs) {
+static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16, int blocks) {
     const qlm_qmatrix *m = c->m;
     const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
+    const int cp4 = (cp + 255) / 256 * 256;  // xh/xl room for a whole last quad of superblocks
     int8_t *xh = (int8_t *)(void *)(scratch + cp);
-    int8_t *xl = xh + cp;
-    float *d = scratch + cp + cp / 2;
+    int8_t *xl = xh + cp4;
+    float *d = scratch + cp + cp4 / 2;
     int *isum = (int *)(void *)(d + cp / 32);
     float *gsum = (float *)(void *)(isum + cp / 32);
     int32_t *sbg = (int32_t *)(void *)(gsum + ng);
@@ -493,9 +507,21 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
         for (int j = 0; j < cp; j++) x16[j] = (int16_t)(128 * (int)xh[j] + (int)xl[j]);
         c->x16 = x16;
     }
-    if (want_pairs) {  // the AVX-512 LUT-4 kernel: see qv_segment_dot
-        qlm_act_i16_pair_swizzle(xh, c->nsb);
-        qlm_act_i16_pair_swizzle(xl, c->nsb);
+    if (blocks > 1) {  // the AVX-512 4-bit and 2-bit kernels (qlm_qgemv_vnni.c)
+        memset(xh + cp, 0, (size_t)(cp4 - cp));
+        memset(xl + cp, 0, (size_t)(cp4 - cp));
+        qlm_act_i16_swizzle(xh, c->nsb, blocks);
+        qlm_act_i16_swizzle(xl, c->nsb, blocks);
+    }
+    if (blocks == 4) {
+        int32_t *sg = (int32_t *)(void *)((int16_t *)(void *)(sbg + cp / 32) + cp), *ss = sg + c->nsb;
+        for (int b = 0; b < c->nsb; b++) {
+            int g = ng > 1 ? (int)((long long)b * 64 / gsz) : 0;
+            sg[b] = g > ng - 1 ? ng - 1 : g;
+            ss[b] = b * 64 / seg;
+        }
+        c->sbgroup = sg;
+        c->sbseg = ss;
     }
     c->xh = xh;
     c->xl = xl;
@@ -536,7 +562,7 @@ void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xh
     for (int j = 0; j < cols; j++) scratch[j] = m->perm ? x[m->perm[j]] : x[j];
     for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
     c.xs = scratch;
-    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0, 0);
+    act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0, 1);
     const int seg = qlm_act_i16_segment(m);
     for (int j = 0; j < cols; j++) {
         const float v = c.xd[j / seg] * (float)(128 * (int)c.xh[j] + (int)c.xl[j]);
@@ -607,10 +633,15 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.xd = c.gsum = NULL;
     c.seggroup = NULL;
     c.x16 = NULL;
+    c.sbgroup = c.sbseg = NULL;
     qlm_qrows_fn fn = NULL;
     if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
+#if defined(__x86_64__) || defined(__i386__)
         act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT),
-                        isa == QLM_ISA_AVX512 && m->bits == 4 && qlm_act_i16_segment(m) >= 128);
+                        isa == QLM_ISA_AVX512 ? qlm_vnni_act_blocks(m) : 1);
+#else
+        act_i16_prepare(&c, scratch, 1, 0, 1);
+#endif
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path

@@ -21,6 +21,8 @@ typedef struct {
     const float *gsum;      // [n_groups] Σ x̂ over each group (zero-point term)
     const int32_t *seggroup; // [segments] group of each activation segment (groups of 64·k columns)
     const int16_t *x16;      // [cols_pad] xi = 128·xh + xl (AVX2 kernels for weight bytes up to 255)
+    const int32_t *sbgroup;  // [nsb] group of each superblock (AVX-512 2-bit kernels)
+    const int32_t *sbseg;    // [nsb] activation segment of each superblock (likewise)
 } qlm_qctx;
 
 // Computes the dense part y[r] = W_stored[r] · xs for r in [r0, r1) (outliers are added by the
@@ -46,7 +48,12 @@ int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
-void qlm_act_i16_pair_swizzle(int8_t *x, int nsb);
+// Activation byte order the AVX-512 integer kernel for m expects: 1 = stored order, 2 = pairs of
+// superblocks swizzled (qlm_act_i16_swizzle), 4 = quads of superblocks swizzled.
+int qlm_vnni_act_blocks(const qlm_qmatrix *m);
+// Reorders xh or xl (padded to a multiple of 64·k bytes, k = 2 or 4) so that, within each k
+// superblocks, output block u holds [16·u/k.. ] — see the definition.
+void qlm_act_i16_swizzle(int8_t *x, int nsb, int k);
 // The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4/8-bit and LUT, same activations.
 int qlm_cpu_has_avx2_int(void);
 qlm_qrows_fn qlm_qrows_pick_avx2i(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
