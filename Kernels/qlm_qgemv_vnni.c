@@ -250,21 +250,24 @@ QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int 
     for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS, LUT);
 }
 
-// 2-bit with groups of 64·k or one group per row, and LUT-2: four superblocks from one 64-byte load.
+// 2-bit affine with groups of 64·k or one group per row: four superblocks from one 64-byte load.
 // 128-bit lane s of the load is superblock s's 16 code bytes, so field u (bits 2u, 2u + 1 of each
-// byte: a mask, or vpermb on the codebook repeated every 4 bytes) gives, in lane s, columns
+// byte, a shift and a mask) gives, in lane s, columns
 // 16u..16u + 15 of superblock s; the activations of each quad were swizzled to match
-// (qlm_act_i16_swizzle, k = 4). Every dword lane of the accumulator then belongs to one superblock,
+// (qlm_act_i16_swizzle, k = 4; a row's last 1-3 superblocks go one at a time as in qv_segment_dot:
+// a padded quad costs as much as a whole one). Every dword lane of the accumulator then belongs to one superblock,
 // so one convert and one FMA with a vector of per-superblock scales s_g·d_seg serve all four
 // (the one-superblock-per-segment kernel spends a convert, an FMA and a scale per 64 weights).
-// Per-core ceiling (Kernels/bench/run.sh ceiling): affine2 g64 42.5 -> 48 Gw/s; g128 and LUT-2
-// unchanged (~48, ~46; fields 1 and 2 by vgf2p8affineqb instead: no change).
-QV512 QVINL __m512i qv_q2_field(const __m512i v, const int u, const int LUT, const __m512i tb) {
-    const __m512i f = u ? _mm512_srli_epi16(v, 2 * u) : v;
-    return LUT ? _mm512_permutexvar_epi8(f, tb) : _mm512_and_si512(f, _mm512_set1_epi8(3));
+// Per-core ceiling (Kernels/bench/run.sh ceiling): affine2 g64 42.5 -> 48 Gw/s, g128 unchanged
+// (~48; fields 1 and 2 by vgf2p8affineqb instead: no change); decode of RTN w2 g64 at 1 thread vs
+// w4 g128, median of 4 interleaved rounds: 0.97 -> 1.02. Tried for LUT-2 (vpermb on the codebook
+// repeated every 4 bytes instead of the mask) and dropped: ceiling ~46 Gw/s both ways, decode 3%
+// slower, so LUT-2 keeps qv_l2. The tail prefetch matters: without it, decode was 10% slower.
+QV512 QVINL __m512i qv_q2_field(const __m512i v, const int u) {
+    return _mm512_and_si512(u ? _mm512_srli_epi16(v, 2 * u) : v, _mm512_set1_epi8(3));
 }
 
-QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int NR, const int LUT) {
+QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int NR) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups;
     const size_t rb = c->rb;
@@ -273,13 +276,7 @@ QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
     if (NR == 4) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
     __m512 fv[4], S[4];
-    __m512i tb[4];
-    for (int i = 0; i < NR; i++) {
-        fv[i] = _mm512_setzero_ps();
-        uint32_t v = 0;
-        if (LUT) memcpy(&v, m->lut + ((size_t)(r + i) << 2), 4);
-        tb[i] = _mm512_set1_epi32((int)v);
-    }
+    for (int i = 0; i < NR; i++) fv[i] = _mm512_setzero_ps();
     for (int b0 = 0; b0 < nsb; b0 += 16) {
         const int nb = nsb - b0 < 16 ? nsb - b0 : 16;
         const __mmask16 mb = (__mmask16)(nb >= 16 ? 0xFFFFu : ((1u << nb) - 1u));
@@ -299,10 +296,22 @@ QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int
         }
         for (int q = 0; q < nb; q += 4) {
             const int b = b0 + q, n = nsb - b < 4 ? nsb - b : 4;
-            const __mmask64 mq = n >= 4 ? ~(__mmask64)0 : (((__mmask64)1 << (16 * n)) - 1);
-            if (NR == 4) {
+            if (NR == 4) {  // 4 rows x 4 superblocks (the tail too: it would miss otherwise)
                 const char *p = (const char *)cp + pf + (size_t)b * 64;
                 for (int o = 0; o < 256; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+            }
+            if (n < 4) {  // a row's last 1-3 superblocks, activations in stored order: one at a time
+                for (int u = 0; u < n; u++) {
+                    const __m512i h = _mm512_loadu_si512((const void *)(xh + (size_t)(b + u) * 64));
+                    const __m512i l = _mm512_loadu_si512((const void *)(xl + (size_t)(b + u) * 64));
+                    const __m512i si = _mm512_set1_epi32(q + u);
+                    for (int i = 0; i < NR; i++) {
+                        const __m512i w = qv_decode(cp + (size_t)i * rb + (size_t)(b + u) * 16, 2);
+                        const __m512i acc = _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, h), 7), w, l);
+                        fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(si, S[i]), fv[i]);
+                    }
+                }
+                break;
             }
             __m512i vh[4], vl[4];
             for (int u = 0; u < 4; u++) {
@@ -311,10 +320,10 @@ QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int
             }
             const __m512i qi = _mm512_loadu_si512((const void *)qv_quad[q / 4]);
             for (int i = 0; i < NR; i++) {
-                const __m512i v = _mm512_maskz_loadu_epi8(mq, (const void *)(cp + (size_t)i * rb + (size_t)b * 16));
+                const __m512i v = _mm512_loadu_si512((const void *)(cp + (size_t)i * rb + (size_t)b * 16));
                 __m512i w[4], acc = _mm512_setzero_si512();
                 for (int u = 0; u < 4; u++) {
-                    w[u] = qv_q2_field(v, u, LUT, tb[i]);
+                    w[u] = qv_q2_field(v, u);
                     acc = _mm512_dpbusd_epi32(acc, w[u], vh[u]);
                 }
                 acc = _mm512_slli_epi32(acc, 7);
@@ -328,13 +337,8 @@ QV512 QVINL void qv_q2_block(const qlm_qctx *c, float *y, const int r, const int
 
 QV512 static void qv_q2(const qlm_qctx *c, float *y, int r0, int r1) {
     int r = r0;
-    for (; r + 4 <= r1; r += 4) qv_q2_block(c, y, r, 4, 0);
-    for (; r < r1; r++) qv_q2_block(c, y, r, 1, 0);
-}
-QV512 static void qv_q2_lut(const qlm_qctx *c, float *y, int r0, int r1) {
-    int r = r0;
-    for (; r + 4 <= r1; r += 4) qv_q2_block(c, y, r, 4, 1);
-    for (; r < r1; r++) qv_q2_block(c, y, r, 1, 1);
+    for (; r + 4 <= r1; r += 4) qv_q2_block(c, y, r, 4);
+    for (; r < r1; r++) qv_q2_block(c, y, r, 1);
 }
 
 // row / g32 / g64 / g128 (one segment per group) / groups of 128·k (k segments) / groups of 64·k, k odd.
@@ -354,6 +358,7 @@ QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
 // LUT rows: segments of 256 columns (one convert + FMA per 256 weights pays for the lookups).
+QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 4, 1); }
 QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1); }
 QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 4, 1); }
 
@@ -366,7 +371,7 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     if (!m->scales || !m->zeros) return NULL;
     if (m->format == QLM_FMT_LUT) {
         if (!m->lut) return NULL;
-        return m->bits == 2 ? qv_q2_lut : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
+        return m->bits == 2 ? qv_l2 : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
     }
     if (m->format != QLM_FMT_AFFINE) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
@@ -396,7 +401,7 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
 }
 
 int qlm_vnni_act_blocks(const qlm_qmatrix *m) {
-    if (m->bits == 2) return (m->format == QLM_FMT_LUT || qlm_n_groups(m) <= 1 || m->group_size % 64 == 0) ? 4 : 1;
+    if (m->bits == 2) return (m->format == QLM_FMT_AFFINE && (qlm_n_groups(m) <= 1 || m->group_size % 64 == 0)) ? 4 : 1;
     if (m->bits == 4) return qlm_act_i16_segment(m) >= 128 ? 2 : 1;
     return 1;
 }

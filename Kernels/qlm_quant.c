@@ -350,14 +350,13 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
 // ---------------------------------------------------------------------------------------------
 static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
 
-// Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad rounded up to 256 bytes each]
+// Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad bytes each]
 // [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [seggroup: cols_pad/32 ints] (at most
 // cols_pad/32 activation segments) [x16: cols_pad int16] [sbgroup, sbseg: cols_pad/64 ints each].
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
     if (m->cols <= 0) return 0;
     const size_t cp = (size_t)round_up64(m->cols);
-    const size_t cp4 = (cp + 255) / 256 * 256;
-    return cp + cp4 / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2 + cp / 32;
+    return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2 + cp / 32;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,8 +454,8 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int
 // quarters: [A0..31 A32..63 B0..31 B32..63] -> [A0..31 B0..31 A32..63 B32..63], the lane order in
 // which the AVX-512 4-bit kernels unpack a pair's codes (low nibbles of both, then high); a row's
 // odd last superblock stays as it is.
-// k = 4: within each quad of superblocks (the last one padded with zeros), 64-byte block u holds
-// columns 16u..16u+15 of each of the four (the 2-bit fields u of the quad's code bytes).
+// k = 4: within each whole quad of superblocks, 64-byte block u holds columns 16u..16u+15 of each
+// of the four (the 2-bit fields u of the quad's code bytes); the last 1-3 superblocks of a row stay.
 void qlm_act_i16_swizzle(int8_t *x, int nsb, int k) {
     int8_t t[256];
     if (k == 2) {
@@ -468,7 +467,7 @@ void qlm_act_i16_swizzle(int8_t *x, int nsb, int k) {
         }
         return;
     }
-    for (int p = 0; p < nsb; p += 4) {
+    for (int p = 0; p + 3 < nsb; p += 4) {
         int8_t *q = x + (size_t)p * 64;
         memcpy(t, q, 256);
         for (int u = 0; u < 4; u++)
@@ -479,10 +478,9 @@ void qlm_act_i16_swizzle(int8_t *x, int nsb, int k) {
 static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16, int blocks) {
     const qlm_qmatrix *m = c->m;
     const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
-    const int cp4 = (cp + 255) / 256 * 256;  // xh/xl room for a whole last quad of superblocks
     int8_t *xh = (int8_t *)(void *)(scratch + cp);
-    int8_t *xl = xh + cp4;
-    float *d = scratch + cp + cp4 / 2;
+    int8_t *xl = xh + cp;
+    float *d = scratch + cp + cp / 2;
     int *isum = (int *)(void *)(d + cp / 32);
     float *gsum = (float *)(void *)(isum + cp / 32);
     int32_t *sbg = (int32_t *)(void *)(gsum + ng);
@@ -508,8 +506,6 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
         c->x16 = x16;
     }
     if (blocks > 1) {  // the AVX-512 4-bit and 2-bit kernels (qlm_qgemv_vnni.c)
-        memset(xh + cp, 0, (size_t)(cp4 - cp));
-        memset(xl + cp, 0, (size_t)(cp4 - cp));
         qlm_act_i16_swizzle(xh, c->nsb, blocks);
         qlm_act_i16_swizzle(xl, c->nsb, blocks);
     }
