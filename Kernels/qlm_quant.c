@@ -396,7 +396,7 @@ static void act_init_from_env(void) {
     if (env && *env) {
         if (strcmp(env, "f32") == 0) a = QLM_ACT_F32;
         else if (strcmp(env, "i16") == 0) {
-            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX2 or AVX-512 VNNI + GFNI; using f32\n");
+            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX2 or AVX-512 VNNI + VBMI + GFNI; using f32\n");
             else a = QLM_ACT_I16;
         } else fprintf(stderr, "qlm: unknown QLM_ACT=%s (f32|i16); using %s\n", env, a == QLM_ACT_I16 ? "i16" : "f32");
     }

@@ -52,7 +52,7 @@ public func formatDuration(_ s: Double) -> String {
 }
 
 /// The kernel path in use, as printed by `bench` and the "loaded" line: the ISA, plus "+i16" when
-/// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + GFNI, or
+/// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + VBMI + GFNI, or
 /// AVX2; `QLM_ACT`).
 public func activeKernelPath() -> String {
     let isa = qlm_isa_active()
