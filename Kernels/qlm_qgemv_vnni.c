@@ -39,6 +39,7 @@
 #define QV512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")))
 #define QVINL __attribute__((always_inline)) static inline
 
+// (VBMI too: the LUT-4 kernel's vpermb. Every CPU with VNNI + GFNI has it.)
 int qlm_cpu_has_vnni_gfni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -52,7 +53,9 @@ static int32_t qv_pair[8][16];
 static int32_t qv_quad[4][16];
 
 // Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb, one op instead of a shift
-// and a mask; ~4-11% faster kernels): the 8x8 bit matrix of each qword lane picks `width` bits
+// and a mask; ~4-11% faster kernels one superblock at a time; but it shares a port with vpdpbusd,
+// so the 4-bit pair and 2-bit quad kernels, which unpack several superblocks per load, use shifts
+// and masks): the 8x8 bit matrix of each qword lane picks `width` bits
 // from `shift` up. 4-bit: the low 256 bits take the low nibbles, the high 256 bits the high ones;
 // 2-bit: 128-bit lane k takes bits 2k, 2k+1.
 static uint64_t qv_gf4[8], qv_gf2[8];
@@ -109,7 +112,7 @@ QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i *vh, 
     if (BITS == 4 && N >= 2) {
         // Whole pairs of superblocks as one 64-byte load: the low nibbles of both (lanes 0..31 from the
         // first, 32..63 from the second), then the high nibbles. The activations of each pair were
-        // swizzled to match (qlm_act_i16_pair_swizzle). Affine: a mask (and a shift); LUT: one vpermb
+        // swizzled to match (qlm_act_i16_swizzle, k = 2). Affine: a mask (and a shift); LUT: one vpermb
         // on the codebook repeated every 16 bytes (vpermb reads index bits 0..5, so the other nibble's
         // bits 4..5 select the same entry: no masking). Per-core ceiling (Kernels/bench/run.sh
         // ceiling) against a broadcast load + vgf2p8affineqb (+ vpshufb) per superblock: affine4
@@ -254,8 +257,7 @@ QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int 
 
 // 2-bit affine with groups of 64·k or one group per row: four superblocks from one 64-byte load.
 // 128-bit lane s of the load is superblock s's 16 code bytes, so field u (bits 2u, 2u + 1 of each
-// byte, a shift and a mask) gives, in lane s, columns
-// 16u..16u + 15 of superblock s; the activations of each quad were swizzled to match
+// byte, a shift and a mask) gives, in lane s, columns 16u..16u + 15 of superblock s; the activations of each quad were swizzled to match
 // (qlm_act_i16_swizzle, k = 4; a row's last 1-3 superblocks go one at a time as in qv_segment_dot:
 // a padded quad costs as much as a whole one). Every dword lane of the accumulator then belongs to one superblock,
 // so one convert and one FMA with a vector of per-superblock scales s_g·d_seg serve all four
