@@ -409,7 +409,12 @@ static void run_ceiling(void) {
         {"lut2", QLM_FMT_LUT, 2, 0}, {"lut3", QLM_FMT_LUT, 3, 0}, {"lut4", QLM_FMT_LUT, 4, 0},
         {"f16", QLM_FMT_F16, 16, 0},
     };
-    const int rows = 512, cols = 1024;
+    int rows = 512, cols = 1024;  // QB_SHAPE=RxC overrides, e.g. 576x576 (a row with an odd superblock count)
+    const char *shape = getenv("QB_SHAPE");
+    if (shape && *shape && (sscanf(shape, "%dx%d", &rows, &cols) != 2 || rows < 1 || cols < 1 || (size_t)rows * (size_t)cols > ((size_t)1 << 22))) {
+        fprintf(stderr, "QB_SHAPE must be RxC with at most 4M weights (L2-resident), e.g. 576x576\n");
+        exit(2);
+    }
     // Paths: AVX-512 and AVX2 with integer activations (i16, where a kernel exists; "-" otherwise),
     // then every ISA with f32 activations.
     static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
