@@ -55,7 +55,9 @@ static int32_t qv_quad[4][16];
 // Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb, one op instead of a shift
 // and a mask; ~4-11% faster kernels one superblock at a time; but it shares a port with vpdpbusd,
 // so the 4-bit pair and 2-bit quad kernels, which unpack several superblocks per load, use shifts
-// and masks): the 8x8 bit matrix of each qword lane picks `width` bits
+// and masks; a 3-bit pair kernel of that kind, vpsrlvw + mask on P0 | P1 broadcast to lane pairs and
+// the high-bit masks spliced from the halves of M0 and M1, was slower: affine3 g128 39.4 -> 33 Gw/s,
+// LUT-3 37 -> 31): the 8x8 bit matrix of each qword lane picks `width` bits
 // from `shift` up. 4-bit: the low 256 bits take the low nibbles, the high 256 bits the high ones;
 // 2-bit: 128-bit lane k takes bits 2k, 2k+1.
 static uint64_t qv_gf4[8], qv_gf2[8];
