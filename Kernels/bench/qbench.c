@@ -152,6 +152,39 @@ static int check_one(const qb_mat *q, qlm_isa isa, const char *what) {
     return bad;
 }
 
+// The integer-activation kernel of `isa` (QLM_ACT_I16) against the reference applied to the
+// activations it multiplies by, x̂ (qlm_qgemv_act_i16_roundtrip): the integer sums are exact, so
+// only f32 rounding separates them. Matrices with outliers are left to the Swift tests (the driver
+// adds those with x, not x̂).
+static int check_one_i16(const qb_mat *q, qlm_isa isa, const char *what) {
+    const qlm_qmatrix *m = &q->m;
+    const int rows = m->rows, cols = m->cols;
+    float *x = malloc(sizeof(float) * (size_t)cols), *xh = malloc(sizeof(float) * (size_t)cols);
+    float *y = malloc(sizeof(float) * (size_t)rows), *ref = malloc(sizeof(float) * (size_t)rows);
+    float *w = malloc(sizeof(float) * (size_t)cols * (size_t)rows);
+    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
+    for (int j = 0; j < cols; j++) x[j] = frand();
+    for (int r = 0; r < rows; r++) y[r] = NAN;
+    qlm_qgemv_set_act(QLM_ACT_I16);
+    qlm_qgemv_act_i16_roundtrip(m, x, xh, 1);
+    qlm_qgemv_isa(isa, m, x, y, scratch);
+    qlm_qgemv_set_act(QLM_ACT_F32);
+    qlm_qgemv_ref(m, xh, ref);
+    qlm_qmatrix_dequant_rows(m, 0, rows, w);
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        double mag = 0;
+        for (int j = 0; j < cols; j++) mag += fabs((double)w[(size_t)r * cols + j] * xh[j]);
+        const double e = fabs((double)y[r] - (double)ref[r]) / (mag > 1e-30 ? mag : 1e-30);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+    }
+    const double tol = 1.2e-7 * (4.0 * sqrt((double)cols) + 8.0);
+    const int bad = !(worst <= tol);
+    if (bad) printf("FAIL %-6s+i16 %s: rel err %.3g (tol %.3g)\n", qlm_isa_name(isa), what, worst, tol);
+    free(x); free(xh); free(y); free(ref); free(w); free(scratch);
+    return bad;
+}
+
 static int run_check(void) {
     static const qlm_isa isas[] = {QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON};
     static const int rowsv[] = {1, 3, 7, 33, 100};
@@ -161,7 +194,7 @@ static int run_check(void) {
         {QLM_FMT_LUT, 2}, {QLM_FMT_LUT, 3}, {QLM_FMT_LUT, 4}, {QLM_FMT_F16, 16}};
     static const int gsv[] = {32, 64, 128, 0, 48};
     int fails = 0, runs = 0;
-    qlm_qgemv_set_act(QLM_ACT_F32);  // the integer-activation path is checked against x̂ by the Swift tests
+    qlm_qgemv_set_act(QLM_ACT_F32);  // f32 activations, except in check_one_i16
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++)
         for (size_t g = 0; g < (fmts[f].format == QLM_FMT_AFFINE ? 5u : 1u); g++)
             for (size_t ri = 0; ri < 5; ri++)
@@ -177,6 +210,10 @@ static int run_check(void) {
                             if (!qlm_isa_supported(isas[i])) continue;
                             fails += check_one(&q, isas[i], what);
                             runs++;
+                            if (!(variant & 2) && qlm_qgemv_i16_kernel_exists_on(isas[i], &q.m)) {
+                                fails += check_one_i16(&q, isas[i], what);
+                                runs++;
+                            }
                         }
                         qb_free(&q);
                     }

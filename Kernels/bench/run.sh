@@ -5,7 +5,8 @@
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA (QB_SHAPE=576x576:
 #                                   another shape)
-#   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference
+#   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference (integer-
+#                                   activation kernels: vs the reference on the activations they use)
 #   Kernels/bench/run.sh neon-check the same sweep for AArch64 (scalar + NEON), cross-compiled and
 #                                   run under qemu-aarch64 (needs libc6-dev-arm64-cross,
 #                                   libgcc-12-dev-arm64-cross, qemu-user; BLAS/OpenMP stubbed out)
