@@ -367,6 +367,9 @@ int qlm_act_i16_supported_on(qlm_isa isa) {
     if (isa == QLM_ISA_AVX512) return qlm_isa_supported(isa) && qlm_cpu_has_vnni_gfni();
     if (isa == QLM_ISA_AVX2) return qlm_isa_supported(isa) && qlm_cpu_has_avx2_int();
 #endif
+#if defined(__aarch64__)
+    if (isa == QLM_ISA_NEON) return qlm_isa_supported(isa) && qlm_cpu_has_neon_dotprod();
+#endif
     (void)isa;
     return 0;
 }
@@ -374,6 +377,8 @@ int qlm_act_i16_supported_on(qlm_isa isa) {
 int qlm_act_i16_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
     return qlm_cpu_has_vnni_gfni() || qlm_cpu_has_avx2_int();
+#elif defined(__aarch64__)
+    return qlm_cpu_has_neon_dotprod();
 #else
     return 0;
 #endif
@@ -396,7 +401,7 @@ static void act_init_from_env(void) {
     if (env && *env) {
         if (strcmp(env, "f32") == 0) a = QLM_ACT_F32;
         else if (strcmp(env, "i16") == 0) {
-            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX2 or AVX-512 VNNI + VBMI + GFNI; using f32\n");
+            if (!qlm_act_i16_supported()) fprintf(stderr, "qlm: QLM_ACT=i16 needs AVX2, AVX-512 VNNI + VBMI + GFNI or NEON dot product; using f32\n");
             else a = QLM_ACT_I16;
         } else fprintf(stderr, "qlm: unknown QLM_ACT=%s (f32|i16); using %s\n", env, a == QLM_ACT_I16 ? "i16" : "f32");
     }
@@ -522,6 +527,7 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
     c->xh = xh;
     c->xl = xl;
     c->xd = d;
+    c->isum = isum;
     c->gsum = gsum;
     c->seggroup = sbg;
 }
@@ -532,6 +538,10 @@ static qlm_qrows_fn pick_i16_kernel(qlm_isa isa, const qlm_qmatrix *m) {
     if (m->rows <= 0 || m->cols <= 0 || !valid_bits(m->format, m->bits)) return NULL;
     if (isa == QLM_ISA_AVX512 && qlm_cpu_has_vnni_gfni()) return qlm_qrows_pick_vnni(m);
     if (isa == QLM_ISA_AVX2) return qlm_qrows_pick_avx2i(m);
+#endif
+#if defined(__aarch64__)
+    if (m->rows <= 0 || m->cols <= 0 || !valid_bits(m->format, m->bits)) return NULL;
+    if (isa == QLM_ISA_NEON) return qlm_qrows_pick_neon_i16(m);
 #endif
     (void)isa;
     (void)m;
@@ -630,6 +640,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.seggroup = NULL;
     c.x16 = NULL;
     c.sbgroup = c.sbseg = NULL;
+    c.isum = NULL;
     qlm_qrows_fn fn = NULL;
     if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
 #if defined(__x86_64__) || defined(__i386__)

@@ -20,6 +20,7 @@ typedef struct {
     const float *xd;        // [cols_pad / seg] segment scales: x̂ = xd · xi
     const float *gsum;      // [n_groups] Σ x̂ over each group (zero-point term)
     const int32_t *seggroup; // [segments] group of each activation segment (groups of 64·k columns)
+    const int *isum;         // [segments] Σ xi over each activation segment
     const int16_t *x16;      // [cols_pad] xi = 128·xh + xl (AVX2 kernels for weight bytes up to 255)
     const int32_t *sbgroup;  // [nsb] group of each superblock (AVX-512 2-bit kernels)
     const int32_t *sbseg;    // [nsb] activation segment of each superblock (likewise)
@@ -35,6 +36,10 @@ typedef void (*qlm_qrows_fn)(const qlm_qctx *c, float *y, int r0, int r1);
 qlm_qrows_fn qlm_qrows_pick_avx512(const qlm_qmatrix *m);
 qlm_qrows_fn qlm_qrows_pick_avx2(const qlm_qmatrix *m);
 qlm_qrows_fn qlm_qrows_pick_neon(const qlm_qmatrix *m);
+#if defined(__aarch64__)
+int qlm_cpu_has_neon_dotprod(void);
+qlm_qrows_fn qlm_qrows_pick_neon_i16(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
+#endif
 
 // Prefill dequantisation of one stored row r into out[cols] (STORED column order, no outliers),
 // bit-identical to the scalar dequantisation. NULL when the path has none for this matrix

@@ -90,10 +90,11 @@ size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 // Activation precision of the decode GEMV where an integer kernel exists (affine and LUT formats
-// on AVX-512 VNNI + VBMI + GFNI and on AVX2; f16 and the other paths keep f32 activations):
+// on AVX-512 VNNI + VBMI + GFNI, on AVX2 and on NEON with the dot product extension; f16 and the
+// other paths keep f32 activations):
 //   QLM_ACT_I16: x is quantised per segment of 128 values (64 / 32 for groups of 64·k / 32) to 15 bits
 //                (x̂ = d·xi, d = max|x|/16383) and dotted with the codes by vpdpbusd (AVX2:
-//                vpmaddubsw + vpmaddwd);
+//                vpmaddubsw + vpmaddwd; NEON: sdot);
 //   QLM_ACT_F32: the f32 kernels.
 // Default: I16 where supported; env QLM_ACT=f32|i16 or qlm_qgemv_set_act overrides.
 typedef enum { QLM_ACT_F32 = 0, QLM_ACT_I16 = 1 } qlm_act;

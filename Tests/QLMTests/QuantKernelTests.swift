@@ -11,7 +11,7 @@ import Testing
 final class QuantKernelTests: HoldsKernelState {
     static let allISAs: [qlm_isa] = [QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON]
     static var supportedISAs: [qlm_isa] { allISAs.filter { qlm_isa_supported($0) == 1 } }
-    /// Paths with an integer-activation kernel on this CPU (AVX-512 VNNI + GFNI, AVX2).
+    /// Paths with an integer-activation kernel on this CPU (AVX-512 VNNI + VBMI + GFNI, AVX2, NEON dot product).
     static var int16ISAs: [qlm_isa] {
         var rng = Rng(1)
         let p = random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 4, cols: 128)
@@ -478,9 +478,10 @@ final class QuantKernelTests: HoldsKernelState {
     }
 
     /// "avx512" runs the f32-activation kernels; "avx512-i16" the integer-activation ones (affine and
-    /// LUT formats; f16 stays f32), "avx2-i16" AVX2's (affine 2/3/4-bit), checked against the
+    /// LUT formats; f16 stays f32), "avx2-i16" AVX2's, "neon-i16" the NEON dot-product ones (on an
+    /// AArch64 machine; `bash Kernels/bench/run.sh neon-check` covers them under qemu), checked against the
     /// reference applied to x̂, and x̂ against x.
-    @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "avx2-i16", "neon"])
+    @Test(arguments: ["scalar", "avx2", "avx512", "avx512-i16", "avx2-i16", "neon", "neon-i16"])
     func gemvMatchesReferenceOnEveryFormat(isaName: String) throws {
         let int16 = isaName.hasSuffix("-i16")
         let isa = try #require(Self.allISAs.first { Self.name($0) == (int16 ? String(isaName.dropLast(4)) : isaName) })

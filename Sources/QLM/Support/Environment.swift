@@ -52,8 +52,8 @@ public func formatDuration(_ s: Double) -> String {
 }
 
 /// The kernel path in use, as printed by `bench` and the "loaded" line: the ISA, plus "+i16" when
-/// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + VBMI + GFNI, or
-/// AVX2; `QLM_ACT`).
+/// the decode GEMV runs with integer activations where a kernel exists (AVX-512 VNNI + VBMI + GFNI,
+/// AVX2, or NEON with the dot product extension; `QLM_ACT`).
 public func activeKernelPath() -> String {
     let isa = qlm_isa_active()
     let name = String(cString: qlm_isa_name(isa))
