@@ -70,16 +70,11 @@ QI256 QIINL float qi_seg_scale(const qlm_qctx *c, int row, int t, const int GK) 
 
 // y[r + i] = Σ lanes of fv[i] − Σ_g s_g·z_g·Σ_{j∈g} x̂_j (the zero points), for NR rows.
 QI256 QIINL void qi_finish_rows(const qlm_qctx *c, float *y, const int r, const int NR, const __m256 *fv) {
-    const qlm_qmatrix *m = c->m;
-    const int ng = c->n_groups;
     for (int i = 0; i < NR; i++) {
-        const uint16_t *sc = m->scales + (size_t)(r + i) * (size_t)ng, *zc = m->zeros + (size_t)(r + i) * (size_t)ng;
-        float z = 0.0f;
-        for (int g = 0; g < ng; g++) z += _cvtsh_ss(sc[g]) * _cvtsh_ss(zc[g]) * c->gsum[g];
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(fv[i]), _mm256_extractf128_ps(fv[i], 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        y[r + i] = _mm_cvtss_f32(s) - z;
+        y[r + i] = _mm_cvtss_f32(s) - qlm_i16_zero_term(c, r + i);
     }
 }
 
@@ -159,8 +154,7 @@ QI256 QIINL void qi_rows_block_w16(const qlm_qctx *c, float *y, const int r, con
     if (LUT) {
         for (int i = 0; i < NR; i++) {
             uint8_t t16[16];
-            const uint8_t *l = m->lut + ((size_t)(r + i) << BITS);
-            for (int e = 0; e < 16; e++) t16[e] = l[e & ((1 << BITS) - 1)];
+            qlm_lut_row_bytes(m, r + i, t16);
             tb[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t16));
         }
     }

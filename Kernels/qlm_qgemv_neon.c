@@ -248,12 +248,11 @@ QDOT QINL void qdot_row(const qlm_qctx *c, float *y, const int r, const int BITS
     const int gsz = m->group_size > 0 && m->group_size < m->cols ? m->group_size : m->cols;
     const int GK = ng <= 1 ? 0 : gsz / seg;  // segments per group
     const uint8_t *row = m->codes + (size_t)r * c->rb;
-    const uint16_t *sc = m->scales + (size_t)r * (size_t)ng, *zc = m->zeros + (size_t)r * (size_t)ng;
+    const uint16_t *sc = m->scales + (size_t)r * (size_t)ng;
     uint8x16_t tb = vdupq_n_u8(0);
     if (LUT) {
         uint8_t t16[16];
-        const uint8_t *l = m->lut + ((size_t)r << BITS);
-        for (int e = 0; e < 16; e++) t16[e] = l[e & ((1 << BITS) - 1)];
+        qlm_lut_row_bytes(m, r, t16);
         tb = vld1q_u8(t16);
     }
     float32x4_t fv = vdupq_n_f32(0.0f);
@@ -278,9 +277,7 @@ QDOT QINL void qdot_row(const qlm_qctx *c, float *y, const int r, const int BITS
             }
         }
     }
-    float z = 0.0f;
-    for (int g = 0; g < ng; g++) z += h2f(sc[g]) * h2f(zc[g]) * c->gsum[g];
-    y[r] = vaddvq_f32(fv) + corr - z;
+    y[r] = vaddvq_f32(fv) + corr - qlm_i16_zero_term(c, r);
 }
 
 #define QLM_DEFDOT(name, B, LUT, BIAS)                                                 \

@@ -52,12 +52,12 @@ static int32_t qv_pair[8][16];
 // Lanes 4s..4s + 3 take entry 4q + s of a 16-entry per-superblock vector (quad q of a chunk).
 static int32_t qv_quad[4][16];
 
-// Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb, one op instead of a shift
-// and a mask; ~4-11% faster kernels one superblock at a time; but it shares a port with vpdpbusd,
-// so the 4-bit pair and 2-bit quad kernels, which unpack several superblocks per load, use shifts
-// and masks; a 3-bit pair kernel of that kind, vpsrlvw + mask on P0 | P1 broadcast to lane pairs and
-// the high-bit masks spliced from the halves of M0 and M1, was slower: affine3 g128 39.4 -> 33 Gw/s,
-// LUT-3 37 -> 31): the 8x8 bit matrix of each qword lane picks `width` bits
+// Bit-field extraction per byte as a GF(2) affine map (vgf2p8affineqb: one op instead of a shift
+// and a mask, ~4-11% faster kernels one superblock at a time). It shares a port with vpdpbusd, so
+// the 4-bit pair and 2-bit quad kernels, which unpack several superblocks per load, use shifts and
+// masks instead. (A 3-bit pair kernel of that kind, vpsrlvw + mask on P0 | P1 broadcast to lane
+// pairs and the high-bit masks spliced from the halves of M0 and M1, was slower: affine3 g128
+// 39.4 -> 33 Gw/s, LUT-3 37 -> 31.) The 8x8 bit matrix of each qword lane picks `width` bits
 // from `shift` up. 4-bit: the low 256 bits take the low nibbles, the high 256 bits the high ones;
 // 2-bit: 128-bit lane k takes bits 2k, 2k+1.
 static uint64_t qv_gf4[8], qv_gf2[8];
@@ -259,10 +259,11 @@ QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int 
 
 // 2-bit affine with groups of 64·k or one group per row: four superblocks from one 64-byte load.
 // 128-bit lane s of the load is superblock s's 16 code bytes, so field u (bits 2u, 2u + 1 of each
-// byte, a shift and a mask) gives, in lane s, columns 16u..16u + 15 of superblock s; the activations of each quad were swizzled to match
-// (qlm_act_i16_swizzle, k = 4; a row's last 1-3 superblocks go one at a time as in qv_segment_dot:
-// a padded quad costs as much as a whole one). Every dword lane of the accumulator then belongs to one superblock,
-// so one convert and one FMA with a vector of per-superblock scales s_g·d_seg serve all four
+// byte, a shift and a mask) gives, in lane s, columns 16u..16u + 15 of superblock s; the
+// activations of each quad were swizzled to match (qlm_act_i16_swizzle, k = 4; a row's last 1-3
+// superblocks go one at a time as in qv_segment_dot: a padded quad costs as much as a whole one).
+// Every dword lane of the accumulator then belongs to one superblock, so one convert and one FMA
+// with a vector of per-superblock scales s_g·d_seg serve all four
 // (the one-superblock-per-segment kernel spends a convert, an FMA and a scale per 64 weights).
 // Per-core ceiling (Kernels/bench/run.sh ceiling): affine2 g64 42.5 -> 48 Gw/s, g128 unchanged
 // (~48; fields 1 and 2 by vgf2p8affineqb instead: no change); decode of RTN w2 g64 at 1 thread vs
@@ -359,7 +360,8 @@ QV512 static void qv_q2(const qlm_qctx *c, float *y, int r0, int r1) {
     QV512 static void qv_b##B##_g64k(const qlm_qctx *c, float *y, int r0, int r1) {                                    \
         qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1, 0);                                                                   \
     }
-QV_DEF(2)
+// 2-bit: groups of 32 here; every other grouping runs the quad kernel qv_q2.
+QV512 static void qv_b2_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, -1, 1, 0); }
 QV_DEF(3)
 QV_DEF(4)
 QV_DEF(8)
@@ -395,9 +397,8 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
                                             qv_b##B##_g128, qv_b##B##_g128k, qv_b##B##_g64k}; \
         return fns[kind];                                                            \
     }
-    if (m->bits == 2 && kind != 1) return qv_q2;
+    if (m->bits == 2) return kind == 1 ? qv_b2_g32 : qv_q2;
     switch (m->bits) {
-        QV_PICK(2)
         QV_PICK(3)
         QV_PICK(4)
         QV_PICK(8)
@@ -406,10 +407,11 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
 #undef QV_PICK
 }
 
+// Quads for the kernel qv_q2; pairs where 4-bit segments span two or more superblocks (qv_segment_dot
+// then takes them in pairs).
 int qlm_vnni_act_blocks(const qlm_qmatrix *m) {
-    if (m->bits == 2) return (m->format == QLM_FMT_AFFINE && (qlm_n_groups(m) <= 1 || m->group_size % 64 == 0)) ? 4 : 1;
-    if (m->bits == 4) return qlm_act_i16_segment(m) >= 128 ? 2 : 1;
-    return 1;
+    if (qlm_qrows_pick_vnni(m) == qv_q2) return 4;
+    return m->bits == 4 && qlm_act_i16_segment(m) >= 128 ? 2 : 1;
 }
 
 // AVX-512 twin of the portable activation quantiser in qlm_quant.c (same arithmetic, same bytes).

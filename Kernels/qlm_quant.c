@@ -454,7 +454,6 @@ static void act_i16_prepare_ref(const float *xs, int cols_pad, int seg_full, int
     }
 }
 
-// Fills c->xh/xl/xd/gsum/seggroup (and c->x16 when want_x16; xh/xl swizzled in blocks of `blocks` superblocks when > 1, see qlm_act_i16_swizzle) from c->xs, using scratch past the first cols_pad floats.
 // k = 2: within each whole pair of 64-value superblocks (2p, 2p + 1) of a row, swaps the middle
 // quarters: [A0..31 A32..63 B0..31 B32..63] -> [A0..31 B0..31 A32..63 B32..63], the lane order in
 // which the AVX-512 4-bit kernels unpack a pair's codes (low nibbles of both, then high); a row's
@@ -480,6 +479,9 @@ void qlm_act_i16_swizzle(int8_t *x, int nsb, int k) {
     }
 }
 
+// Fills c->xh/xl/xd/isum/gsum/seggroup from c->xs, using scratch past the first cols_pad floats; also
+// c->x16 when want_x16, and with blocks > 1 swizzles xh/xl in pairs or quads of superblocks
+// (qlm_act_i16_swizzle; quads also fill c->sbgroup/sbseg).
 static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_x16, int blocks) {
     const qlm_qmatrix *m = c->m;
     const int cp = c->cols_pad, seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg, ng = c->n_groups;
@@ -534,18 +536,26 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
 
 // The integer kernel a GEMV on `isa` runs with QLM_ACT_I16, or NULL (f32 kernels).
 static qlm_qrows_fn pick_i16_kernel(qlm_isa isa, const qlm_qmatrix *m) {
-#if defined(__x86_64__) || defined(__i386__)
     if (m->rows <= 0 || m->cols <= 0 || !valid_bits(m->format, m->bits)) return NULL;
+#if defined(__x86_64__) || defined(__i386__)
     if (isa == QLM_ISA_AVX512 && qlm_cpu_has_vnni_gfni()) return qlm_qrows_pick_vnni(m);
     if (isa == QLM_ISA_AVX2) return qlm_qrows_pick_avx2i(m);
 #endif
 #if defined(__aarch64__)
-    if (m->rows <= 0 || m->cols <= 0 || !valid_bits(m->format, m->bits)) return NULL;
     if (isa == QLM_ISA_NEON) return qlm_qrows_pick_neon_i16(m);
 #endif
     (void)isa;
-    (void)m;
     return NULL;
+}
+
+// Superblocks per swizzle block of the activations the integer kernel of `isa` expects (1: none).
+static int act_i16_blocks(qlm_isa isa, const qlm_qmatrix *m) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QLM_ISA_AVX512) return qlm_vnni_act_blocks(m);
+#endif
+    (void)isa;
+    (void)m;
+    return 1;
 }
 
 int qlm_qgemv_i16_kernel_exists_on(qlm_isa isa, const qlm_qmatrix *m) {
@@ -643,12 +653,8 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.isum = NULL;
     qlm_qrows_fn fn = NULL;
     if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
-#if defined(__x86_64__) || defined(__i386__)
         act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT),
-                        isa == QLM_ISA_AVX512 ? qlm_vnni_act_blocks(m) : 1);
-#else
-        act_i16_prepare(&c, scratch, 1, 0, 1);
-#endif
+                        act_i16_blocks(isa, m));
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path

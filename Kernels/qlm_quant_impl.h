@@ -56,8 +56,8 @@ void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *
 // Activation byte order the AVX-512 integer kernel for m expects: 1 = stored order, 2 = pairs of
 // superblocks swizzled (qlm_act_i16_swizzle), 4 = quads of superblocks swizzled.
 int qlm_vnni_act_blocks(const qlm_qmatrix *m);
-// Reorders xh or xl (padded to a multiple of 64·k bytes, k = 2 or 4) so that, within each k
-// superblocks, output block u holds [16·u/k.. ] — see the definition.
+// Reorders xh or xl in place for the AVX-512 pair (k = 2) and quad (k = 4) kernels; the layouts
+// are described at the definition (qlm_quant.c).
 void qlm_act_i16_swizzle(int8_t *x, int nsb, int k);
 // The AVX2 integer kernels (qlm_qgemv_avx2i.c): affine 2/3/4/8-bit and LUT, same activations.
 int qlm_cpu_has_avx2_int(void);
@@ -82,6 +82,23 @@ static inline void qlm_lut_row_values(const qlm_qmatrix *m, int r, float out[16]
     const uint8_t *l = m->lut + (size_t)r * (size_t)n;
     const float s = qlm_f16_to_f32(m->scales[r]), z = qlm_f16_to_f32(m->zeros[r]);
     for (int e = 0; e < 16; e++) out[e] = s * ((float)l[e & (n - 1)] - z);
+}
+
+// Row r's codebook bytes as a 16-entry table (2- and 3-bit codebooks repeat), for byte lookups.
+static inline void qlm_lut_row_bytes(const qlm_qmatrix *m, int r, uint8_t out[16]) {
+    const int n = 1 << m->bits;
+    const uint8_t *l = m->lut + (size_t)r * (size_t)n;
+    for (int e = 0; e < 16; e++) out[e] = l[e & (n - 1)];
+}
+
+// The integer kernels' zero-point term of row r: Σ_g s_g · z_g · gsum_g (gsum: Σ x̂ per group).
+static inline float qlm_i16_zero_term(const qlm_qctx *c, int r) {
+    const qlm_qmatrix *m = c->m;
+    const int ng = c->n_groups;
+    const uint16_t *sc = m->scales + (size_t)r * (size_t)ng, *zc = m->zeros + (size_t)r * (size_t)ng;
+    float z = 0.0f;
+    for (int g = 0; g < ng; g++) z += qlm_f16_to_f32(sc[g]) * qlm_f16_to_f32(zc[g]) * c->gsum[g];
+    return z;
 }
 
 #endif

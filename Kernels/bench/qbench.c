@@ -127,16 +127,12 @@ static void qb_make(qb_mat *q, int format, int bits, int gs, int rows, int cols,
 // ---------------------------------------------------------------------------------------------
 // check
 // ---------------------------------------------------------------------------------------------
-static int check_one(const qb_mat *q, qlm_isa isa, const char *what) {
-    const qlm_qmatrix *m = &q->m;
+// 1 (and a FAIL line) when y differs from ref by more than f32 rounding, relative to Σ_j |w_rj·x_j|
+// (w: the dequantized weights, x: the activations both were computed from).
+static int report_rel_err(const qlm_qmatrix *m, const float *x, const float *y, const float *ref, const char *path,
+                          const char *what) {
     const int rows = m->rows, cols = m->cols;
-    float *x = malloc(sizeof(float) * (size_t)cols), *y = malloc(sizeof(float) * (size_t)rows);
-    float *ref = malloc(sizeof(float) * (size_t)rows), *w = malloc(sizeof(float) * (size_t)cols * (size_t)rows);
-    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
-    for (int j = 0; j < cols; j++) x[j] = frand();
-    for (int r = 0; r < rows; r++) y[r] = NAN;
-    qlm_qgemv_isa(isa, m, x, y, scratch);
-    qlm_qgemv_ref(m, x, ref);
+    float *w = malloc(sizeof(float) * (size_t)cols * (size_t)rows);
     qlm_qmatrix_dequant_rows(m, 0, rows, w);
     double worst = 0;
     for (int r = 0; r < rows; r++) {
@@ -145,10 +141,25 @@ static int check_one(const qb_mat *q, qlm_isa isa, const char *what) {
         const double e = fabs((double)y[r] - (double)ref[r]) / (mag > 1e-30 ? mag : 1e-30);
         if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
     }
+    free(w);
     const double tol = 1.2e-7 * (4.0 * sqrt((double)cols) + 8.0);
     const int bad = !(worst <= tol);
-    if (bad) printf("FAIL %-6s %s: rel err %.3g (tol %.3g)\n", qlm_isa_name(isa), what, worst, tol);
-    free(x); free(y); free(ref); free(w); free(scratch);
+    if (bad) printf("FAIL %-10s %s: rel err %.3g (tol %.3g)\n", path, what, worst, tol);
+    return bad;
+}
+
+// The kernel of `isa` (f32 activations, the current setting) against the scalar reference.
+static int check_one(const qb_mat *q, qlm_isa isa, const char *what) {
+    const qlm_qmatrix *m = &q->m;
+    float *x = malloc(sizeof(float) * (size_t)m->cols), *y = malloc(sizeof(float) * (size_t)m->rows);
+    float *ref = malloc(sizeof(float) * (size_t)m->rows);
+    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
+    for (int j = 0; j < m->cols; j++) x[j] = frand();
+    for (int r = 0; r < m->rows; r++) y[r] = NAN;
+    qlm_qgemv_isa(isa, m, x, y, scratch);
+    qlm_qgemv_ref(m, x, ref);
+    const int bad = report_rel_err(m, x, y, ref, qlm_isa_name(isa), what);
+    free(x); free(y); free(ref); free(scratch);
     return bad;
 }
 
@@ -158,30 +169,20 @@ static int check_one(const qb_mat *q, qlm_isa isa, const char *what) {
 // adds those with x, not x̂).
 static int check_one_i16(const qb_mat *q, qlm_isa isa, const char *what) {
     const qlm_qmatrix *m = &q->m;
-    const int rows = m->rows, cols = m->cols;
-    float *x = malloc(sizeof(float) * (size_t)cols), *xh = malloc(sizeof(float) * (size_t)cols);
-    float *y = malloc(sizeof(float) * (size_t)rows), *ref = malloc(sizeof(float) * (size_t)rows);
-    float *w = malloc(sizeof(float) * (size_t)cols * (size_t)rows);
+    float *x = malloc(sizeof(float) * (size_t)m->cols), *xh = malloc(sizeof(float) * (size_t)m->cols);
+    float *y = malloc(sizeof(float) * (size_t)m->rows), *ref = malloc(sizeof(float) * (size_t)m->rows);
     float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
-    for (int j = 0; j < cols; j++) x[j] = frand();
-    for (int r = 0; r < rows; r++) y[r] = NAN;
+    for (int j = 0; j < m->cols; j++) x[j] = frand();
+    for (int r = 0; r < m->rows; r++) y[r] = NAN;
     qlm_qgemv_set_act(QLM_ACT_I16);
     qlm_qgemv_act_i16_roundtrip(m, x, xh, 1);
     qlm_qgemv_isa(isa, m, x, y, scratch);
     qlm_qgemv_set_act(QLM_ACT_F32);
     qlm_qgemv_ref(m, xh, ref);
-    qlm_qmatrix_dequant_rows(m, 0, rows, w);
-    double worst = 0;
-    for (int r = 0; r < rows; r++) {
-        double mag = 0;
-        for (int j = 0; j < cols; j++) mag += fabs((double)w[(size_t)r * cols + j] * xh[j]);
-        const double e = fabs((double)y[r] - (double)ref[r]) / (mag > 1e-30 ? mag : 1e-30);
-        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-    }
-    const double tol = 1.2e-7 * (4.0 * sqrt((double)cols) + 8.0);
-    const int bad = !(worst <= tol);
-    if (bad) printf("FAIL %-6s+i16 %s: rel err %.3g (tol %.3g)\n", qlm_isa_name(isa), what, worst, tol);
-    free(x); free(xh); free(y); free(ref); free(w); free(scratch);
+    char path[32];
+    snprintf(path, sizeof path, "%s+i16", qlm_isa_name(isa));
+    const int bad = report_rel_err(m, xh, y, ref, path, what);
+    free(x); free(xh); free(y); free(ref); free(scratch);
     return bad;
 }
 
