@@ -471,6 +471,8 @@ static void run_ceiling(void) {
     }
     printf("\n");
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+        const char *only = getenv("QB_FORMATS");  // as in the bench: only these formats
+        if (only && *only && !strstr(only, fmts[f].name)) continue;
         qb_mat q;
         qb_make(&q, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
         free(scratch);

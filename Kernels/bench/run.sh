@@ -4,7 +4,7 @@
 #                                   limits it to those formats)
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA (QB_SHAPE=576x576:
-#                                   another shape)
+#                                   another shape; QB_FORMATS as above)
 #   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference (integer-
 #                                   activation kernels: vs the reference on the activations they use)
 #   Kernels/bench/run.sh neon-check the same sweep for AArch64 (scalar + NEON), cross-compiled and
