@@ -4,11 +4,11 @@ import QLM
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Quantize a model into a packed qlm folder (RTN, GPTQ, LeanQuant, QuantEase).")
+        abstract: "Quantize a model into a packed qlm folder (RTN, GPTQ, LeanQuant, QuantEase, TesseraQ).")
 
     @Argument(help: "Full-precision model: GGUF file or Hugging Face folder.") var model: String
     @Option(name: .shortAndLong, help: "Output folder (must not exist, or be empty).") var output: String
-    @Option(help: "rtn, gptq, leanquant or quantease.") var method: QuantMethod = .rtn
+    @Option(help: "rtn, gptq, leanquant, quantease or tesseraq.") var method: QuantMethod = .rtn
     @Option(help: "Bits per weight: 2, 3, 4 or 8.") var bits: Int = 4
     @Option(name: .customLong("group-size"), parsing: .unconditional, help: "32, 64, 128, or -1 for one group per row.") var groupSize: Int = 128
     @Flag(help: "Symmetric affine grid (zero fixed at 2^(bits-1)).") var sym = false
@@ -25,6 +25,8 @@ struct Quantize: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "Re-collect inputs per sub-group (qkv → o → gate/up → down).") var trueSequential = false
     @Option(help: "LeanQuant exponent p in the weights U_jj^(-p).") var exponent: Double = 4
     @Option(help: "QuantEase iterations.") var iters: Int = 30
+    @Option(help: "TesseraQ Adam steps per rounding round (20 rounds).") var steps: Int = 25
+    @Option(name: .customLong("init"), help: "TesseraQ initial grids: clip (diag(H)-weighted range search) or minmax.") var gridInit: String = "clip"
     @Option(help: "Hessian Gram inputs: bf16 (f32 sums; default where the CPU has AVX-512 BF16) or f32.") var hessian: String?
     @Flag(help: "Continue a killed run from its last finished block.") var resume = false
     @Option(help: "Threads (default: all cores).") var threads: Int?
@@ -37,7 +39,9 @@ struct Quantize: ParsableCommand {
             let spec = QuantSpec(format: fmt, bits: bits, groupSize: groupSize == -1 ? nil : groupSize, sym: sym, outlierFraction: outliers)
             var job = QuantizeJob(modelPath: model, outDir: output, method: method, spec: spec, head: try headSpec(headBits, layer: spec))
             job.solver.damp = damp; job.solver.actOrder = actOrder; job.solver.exponent = exponent
-            job.solver.iters = iters; job.solver.structuredOutliers = structured
+            job.solver.iters = iters; job.solver.structuredOutliers = structured; job.solver.tesseraSteps = steps
+            guard gridInit == "clip" || gridInit == "minmax" else { throw QLMError.invalidArgument("--init must be clip or minmax") }
+            job.solver.tesseraClip = gridInit == "clip"
             job.calibration.source = calib; job.calibration.nsamples = nsamples; job.calibration.seqlen = seqlen; job.calibration.seed = seed
             job.trueSequential = trueSequential; job.resume = resume
             if let hessian {

@@ -59,6 +59,14 @@ struct PipelineTests {
         #expect(throws: QLMError.self) { try j.validate() }
         j = job(.quantease, "/tmp/x"); j.solver.structuredOutliers = true
         #expect(throws: QLMError.self) { try j.validate() }
+        for bad in [QuantSpec(format: .lut, bits: 3, groupSize: nil), QuantSpec(bits: 3, groupSize: 128, outlierFraction: 0.01)] {
+            j = job(.tesseraq, "/tmp/x", spec: bad)
+            #expect(throws: QLMError.self) { try j.validate() }
+        }
+        j = job(.tesseraq, "/tmp/x"); j.solver.actOrder = true
+        #expect(throws: QLMError.self) { try j.validate() }
+        j = job(.tesseraq, "/tmp/x"); j.solver.tesseraSteps = 0
+        #expect(throws: QLMError.self) { try j.validate() }
         j = job(.gptq, "/tmp/x", spec: QuantSpec(format: .lut, bits: 8, groupSize: nil))
         #expect(throws: QLMError.self) { try j.validate() }
         var c = CalibrationOptions(); c.source = TestPaths.wikiTestRaw

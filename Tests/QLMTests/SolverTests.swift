@@ -412,6 +412,43 @@ struct SolverTests {
         }
     }
 
+    @Test("TesseraQ: the PAR schedule, on the grid, deterministic, beats RTN on correlated inputs; H = I never worse than RTN")
+    func tesseraQ() throws {
+        let rows = 32, cols = 128, n = rows * cols
+        let W = D.weights(rows, cols, seed: 61)
+        let H = D.hessian(cols, tokens: 768, seed: 62)
+        var o = SolverOptions(); o.tesseraSteps = 8
+        for spec in [QuantSpec(bits: 3, groupSize: nil), QuantSpec(bits: 4, groupSize: 32), QuantSpec(bits: 2, groupSize: 64),
+                     QuantSpec(bits: 3, groupSize: 64, sym: true)] {
+            var rounds: [(Int, Int, Double)] = []
+            let out = try tesseraSolve(W, rows: rows, cols: cols, H: H, spec: spec, options: o) { rounds.append(($0, $1, $2)) }
+            #expect(rounds.map { $0.0 } == Array(0..<tesseraThresholds.count))
+            #expect(rounds.map { $0.1 } == tesseraThresholds.map { Int(Double(n) * $0) }, "\(spec.label): soft counts")
+            D.checkConsistent(out, W: W, rows: rows, cols: cols, H: H, "tesseraq \(spec.label)")
+            D.checkOnGrid(out, "tesseraq \(spec.label)")
+            let rtn = try D.rtnLoss(W, rows: rows, cols: cols, H: H, spec: spec)
+            #expect(out.result.loss < rtn, "\(spec.label): tesseraq \(out.result.loss) rtn \(rtn)")
+            let again = try tesseraQuantize(W, rows: rows, cols: cols, H: H, spec: spec, options: o)
+            #expect(again.q.codes == out.result.q.codes && again.loss == out.result.loss, "deterministic")
+            // Without the clipped initial grid it still learns better roundings than RTN's.
+            var plain = o; plain.tesseraClip = false
+            let p = try tesseraQuantize(W, rows: rows, cols: cols, H: H, spec: spec, options: plain)
+            #expect(p.loss < rtn, "\(spec.label) min-max grid: tesseraq \(p.loss) rtn \(rtn)")
+        }
+        // H = I: the objective is the weight error, whose best rounding on a fixed grid is RTN's;
+        // PAR must find it again (scale tuning may only lower the error further).
+        var plain = o; plain.tesseraClip = false
+        for spec in [QuantSpec(bits: 3, groupSize: nil), QuantSpec(bits: 2, groupSize: 64)] {
+            let I = D.identity(cols)
+            let rtn = try D.rtnLoss(W, rows: rows, cols: cols, H: I, spec: spec)
+            let t = try tesseraQuantize(W, rows: rows, cols: cols, H: I, spec: spec, options: plain)
+            #expect(t.loss <= rtn * (1 + 1e-6), "\(spec.label) H = I: tesseraq \(t.loss) rtn \(rtn)")
+        }
+        #expect(throws: QLMError.self) {
+            try tesseraQuantize(W, rows: rows, cols: cols, H: H, spec: QuantSpec(format: .lut, bits: 3, groupSize: nil), options: o)
+        }
+    }
+
     @Test("Outlier-aware QuantEase: F = 0 is plain QuantEase exactly; counts; beats plain at 3 bits")
     func quantEaseOutliers() throws {
         let rows = 32, cols = 128

@@ -22,6 +22,10 @@ public struct SolverOptions: Sendable {
     public var iters = 30
     /// QuantEase outlier variant: whole input columns instead of single weights.
     public var structuredOutliers = false
+    /// TesseraQ: Adam steps per progressive-rounding round (20 rounds; the paper uses 250 steps).
+    public var tesseraSteps = 25
+    /// TesseraQ: initial grids clipped by the diag(H)-weighted search (else plain min-max).
+    public var tesseraClip = true
     public init() {}
 }
 

@@ -2,7 +2,7 @@ import Foundation
 import QLMKernels
 
 public enum QuantMethod: String, Codable, Sendable, CaseIterable {
-    case rtn, gptq, leanquant, quantease
+    case rtn, gptq, leanquant, quantease, tesseraq
 }
 
 /// Everything `qlm quantize` was asked to do.
@@ -39,6 +39,11 @@ public struct QuantizeJob: Sendable {
             if spec.outlierFraction > 0 { throw QLMError.invalidArgument("--outliers is not part of LeanQuant; use --method quantease") }
         case .quantease:
             if spec.format == .lut { throw QLMError.invalidArgument("quantease uses affine grids; --format lut is LeanQuant's") }
+        case .tesseraq:
+            if spec.format == .lut { throw QLMError.invalidArgument("tesseraq learns roundings on affine grids; --format lut is LeanQuant's") }
+            if spec.outlierFraction > 0 { throw QLMError.invalidArgument("--outliers is QuantEase's outlier-aware variant (or RTN); tesseraq has none") }
+            if solver.actOrder { throw QLMError.invalidArgument("--act-order orders GPTQ's column sweep; tesseraq optimizes all columns at once") }
+            guard solver.tesseraSteps >= 1 else { throw QLMError.invalidArgument("--steps must be at least 1") }
         }
         if solver.structuredOutliers && spec.outlierFraction == 0 { throw QLMError.invalidArgument("--structured needs --outliers F > 0") }
         guard solver.damp >= 0 && solver.damp < 1 else { throw QLMError.invalidArgument("--damp must be in [0, 1)") }
@@ -51,7 +56,7 @@ public struct QuantizeJob: Sendable {
         let parts = [modelPath, method.rawValue, String(decoding: (try? enc.encode(spec)) ?? Data(), as: UTF8.self),
                      String(decoding: (try? enc.encode(head)) ?? Data(), as: UTF8.self),
                      String(decoding: (try? enc.encode(calibration)) ?? Data(), as: UTF8.self),
-                     "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers)",
+                     "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers)" + (method == .tesseraq ? " \(solver.tesseraSteps) \(solver.tesseraClip)" : ""),
                      "\(trueSequential)", resolvedHessianPrecision == .f32 ? "" : resolvedHessianPrecision.rawValue]
         return SHA256Digest.hash(Data(parts.joined(separator: "|").utf8))
     }
@@ -182,6 +187,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         case .gptq: return try gptqQuantize(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
         case .leanquant: return try leanQuantize(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
         case .quantease: return try quantEase(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
+        case .tesseraq: return try tesseraQuantize(W, rows: rows, cols: cols, H: H, spec: job.spec, options: job.solver)
         case .rtn: fatalError("handled above")
         }
     }
@@ -298,6 +304,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
                                      "damp": "\(job.solver.damp)", "head": job.head.label, "hessian": hessianPrecision.rawValue]
     if job.method == .leanquant { options["exponent"] = "\(job.solver.exponent)" }
+    if job.method == .tesseraq { options["steps"] = "\(job.solver.tesseraSteps)"; options["init"] = job.solver.tesseraClip ? "clip" : "minmax" }
     if job.method == .quantease { options["iters"] = "\(job.solver.iters)"; options["structured"] = "\(job.solver.structuredOutliers)" }
     var manifest = QuantizedManifest(method: job.method.rawValue, spec: job.spec, head: job.head, sourcePath: job.modelPath, sourceSHA256: sha,
                                      tensors: tensors, layerBitsPerWeight: bpw(tensors.filter { $0.name.hasPrefix("model.layers.") }),
