@@ -428,3 +428,79 @@ void qlm_update_gt(float *GT, int rows, int cols, const float *S, int lds, int k
     free(touched);
     free(list);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TesseraQ element-wise steps
+// ---------------------------------------------------------------------------------------------
+static inline float tq_exp(float x) {  // e^x for |x| <= 87: 2^n · p(r), r = x − n·ln2 in [−ln2/2, ln2/2]
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+    const float n = floorf(x * 1.44269504f + 0.5f);
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
+float qlm_sigmoid(float x) { return 1.0f / (1.0f + tq_exp(-x)); }
+
+QLM_HOT void qlm_tq_forward(int rows, int cols, int g, const float *W, const float *base, const float *nu,
+                            const int8_t *hard, const float *sp, const float *z, float maxq, float *D, float *dnu,
+                            float *qz) {
+    const int ng = (cols + g - 1) / g;
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < ng; k++) {
+            const int c0 = k * g, c1 = c0 + g < cols ? c0 + g : cols;
+            const float s = sp[(size_t)r * ng + k], zz = z[(size_t)r * ng + k];
+            const size_t o = (size_t)r * (size_t)cols;
+            for (int c = c0; c < c1; c++) {
+                const size_t i = o + (size_t)c;
+                const float sg = 1.0f / (1.0f + tq_exp(-nu[i])), raw = 1.2f * sg - 0.1f;
+                float h = raw <= 0.0f ? 0.0f : (raw >= 1.0f ? 1.0f : raw);
+                float dh = (raw > 0.0f && raw < 1.0f) ? 1.2f * sg * (1.0f - sg) : 0.0f;
+                if (hard[i] >= 0) { h = (float)hard[i]; dh = 0.0f; }
+                float code = base[i] + h;
+                if (code < 0.0f) { code = 0.0f; dh = 0.0f; }
+                if (code > maxq) { code = maxq; dh = 0.0f; }
+                const float v = code - zz;
+                D[i] = s * v - W[i];
+                dnu[i] = s * dh;
+                qz[i] = v;
+            }
+        }
+    }
+}
+
+QLM_HOT void qlm_tq_adam(int rows, int cols, int g, const float *G, const float *dnu, const float *qz, const float *dsp,
+                         const int8_t *hard, float *nu, float *m, float *v, float *gF, float lr, float b1, float b2,
+                         float c1, float c2, float eps) {
+    const int ng = (cols + g - 1) / g;
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < ng; k++) {
+            const int c0 = k * g, c1e = c0 + g < cols ? c0 + g : cols;
+            const size_t o = (size_t)r * (size_t)cols;
+            float lane[16] = {0};  // Σ G·qz in 16 fixed lanes (vectorises without reassociation)
+            int c = c0;
+            for (; c + 16 <= c1e; c += 16)
+                for (int l = 0; l < 16; l++) lane[l] += G[o + (size_t)c + l] * qz[o + (size_t)c + l];
+            for (; c < c1e; c++) lane[c & 15] += G[o + (size_t)c] * qz[o + (size_t)c];
+            float acc = 0.0f;
+            for (int l = 0; l < 16; l++) acc += lane[l];
+            for (c = c0; c < c1e; c++) {
+                const size_t i = o + (size_t)c;
+                const float gr = G[i] * dnu[i];
+                const float mi = b1 * m[i] + (1.0f - b1) * gr, vi = b2 * v[i] + (1.0f - b2) * gr * gr;
+                const int soft = hard[i] < 0;
+                m[i] = soft ? mi : m[i];
+                v[i] = soft ? vi : v[i];
+                nu[i] = soft ? nu[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps) : nu[i];
+            }
+            gF[(size_t)r * ng + k] += acc * dsp[(size_t)r * ng + k];
+        }
+    }
+}

@@ -28,7 +28,7 @@ for line in open(sys.argv[1]):
     r = rows.setdefault(name, {})
     r[phase] = (float(ppl), float(se)); r["bpw"] = (float(tb), float(lb)); r["time"] = (float(qs), float(fl))
 methods = [("rtn", "RTN"), ("gptq", "GPTQ"), ("leanquant-affine", "LeanQuant affine"), ("leanquant-lut", "LeanQuant LUT"),
-           ("quantease", "QuantEase"), ("quantease-out", "QuantEase + 1% outliers")]
+           ("quantease", "QuantEase"), ("quantease-out", "QuantEase + 1% outliers"), ("tesseraq", "TesseraQ (layer-wise)")]
 settings = [("w4-row", "W4 per row"), ("w4-g128", "W4 g128"), ("w3-row", "W3 per row"), ("w3-g128", "W3 g128"),
             ("w2-g64", "W2 g64"), ("w2-row", "W2 per row")]
 def fmt(v):
@@ -52,7 +52,7 @@ R=${1:-Models/results}
 Q=${QLM:-.build/release/qlm}
 M=${MODEL:-Models/SmolLM2-135M-Instruct.Q4_1.gguf}
 PHASES=${PHASES:-"quick full2048 full512"}
-CAL="--calib c4 --nsamples ${NSAMPLES:-32} --seqlen 512"
+CAL="--calib c4 --nsamples ${NSAMPLES:-32} --seqlen 512 --hessian f32"  # f32: the README table's Hessians
 mkdir -p "$R/q"
 
 # name | quantize flags. Priority order: the full-protocol phases run down this list.
@@ -62,28 +62,33 @@ CONFIGS=(
   "leanquant-affine-w3-g128|--method leanquant --format affine --bits 3 --group-size 128 $CAL --true-sequential --act-order"
   "quantease-w3-g128|--method quantease --bits 3 --group-size 128 $CAL --true-sequential"
   "quantease-out-w3-g128|--method quantease --outliers 0.01 --bits 3 --group-size 128 $CAL --true-sequential"
+  "tesseraq-w3-g128|--method tesseraq --bits 3 --group-size 128 $CAL --true-sequential"
   "rtn-w3-row|--method rtn --bits 3 --group-size -1"
   "gptq-w3-row|--method gptq --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "leanquant-affine-w3-row|--method leanquant --format affine --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "quantease-w3-row|--method quantease --bits 3 --group-size -1 $CAL --true-sequential"
   "quantease-out-w3-row|--method quantease --outliers 0.01 --bits 3 --group-size -1 $CAL --true-sequential"
+  "tesseraq-w3-row|--method tesseraq --bits 3 --group-size -1 $CAL --true-sequential"
   "leanquant-lut-w3-row|--method leanquant --format lut --bits 3 --group-size -1 $CAL --true-sequential --act-order"
   "rtn-w2-g64|--method rtn --bits 2 --group-size 64"
   "gptq-w2-g64|--method gptq --bits 2 --group-size 64 $CAL --true-sequential --act-order"
   "leanquant-affine-w2-g64|--method leanquant --format affine --bits 2 --group-size 64 $CAL --true-sequential --act-order"
   "quantease-w2-g64|--method quantease --bits 2 --group-size 64 $CAL --true-sequential"
   "quantease-out-w2-g64|--method quantease --outliers 0.01 --bits 2 --group-size 64 $CAL --true-sequential"
+  "tesseraq-w2-g64|--method tesseraq --bits 2 --group-size 64 $CAL --true-sequential"
   "leanquant-lut-w2-row|--method leanquant --format lut --bits 2 --group-size -1 $CAL --true-sequential --act-order"
   "rtn-w4-g128|--method rtn --bits 4 --group-size 128"
   "gptq-w4-g128|--method gptq --bits 4 --group-size 128 $CAL --true-sequential --act-order"
   "leanquant-affine-w4-g128|--method leanquant --format affine --bits 4 --group-size 128 $CAL --true-sequential --act-order"
   "quantease-w4-g128|--method quantease --bits 4 --group-size 128 $CAL --true-sequential"
   "quantease-out-w4-g128|--method quantease --outliers 0.01 --bits 4 --group-size 128 $CAL --true-sequential"
+  "tesseraq-w4-g128|--method tesseraq --bits 4 --group-size 128 $CAL --true-sequential"
   "rtn-w4-row|--method rtn --bits 4 --group-size -1"
   "gptq-w4-row|--method gptq --bits 4 --group-size -1 $CAL --true-sequential --act-order"
   "leanquant-affine-w4-row|--method leanquant --format affine --bits 4 --group-size -1 $CAL --true-sequential --act-order"
   "quantease-w4-row|--method quantease --bits 4 --group-size -1 $CAL --true-sequential"
   "quantease-out-w4-row|--method quantease --outliers 0.01 --bits 4 --group-size -1 $CAL --true-sequential"
+  "tesseraq-w4-row|--method tesseraq --bits 4 --group-size -1 $CAL --true-sequential"
   "leanquant-lut-w4-row|--method leanquant --format lut --bits 4 --group-size -1 $CAL --true-sequential --act-order"
 )
 

@@ -96,6 +96,26 @@ void qlm_affine_search_row(const float *x, const float *w, int m, int bits, int 
 void qlm_update_gt(float *GT, int rows, int cols, const float *S, int lds, int k0, int k1, const float *X,
                    float alpha, float *scratch);
 
+// ---------------------------------------------------------------------------------------------
+// TesseraQ (Sources/QLM/Quantization/TesseraQ.swift): the element-wise halves of one Adam step.
+// W, base (⌊W/s + z⌋), nu (rounding logits), hard (-1 soft, 0 down, 1 up) and the outputs are
+// [rows, cols]; sp (s·2σ(f)), dsp (s·2σ'(f)), z and gF are [rows, ng] with groups of g columns.
+// One thread, in index order: the caller's sgemm owns the cores between the two calls (OpenMP
+// workers spinning beside OpenBLAS cost more than they give), and results do not depend on the
+// thread count.
+// ---------------------------------------------------------------------------------------------
+// σ(x) = 1 / (1 + e^(−x)) with a polynomial exp (rel. error < 2e-7), so the loops vectorise.
+float qlm_sigmoid(float x);
+// code = clamp(base + h(ν), 0, maxq), h = clamp(1.2σ(ν) − 0.1, 0, 1) (or the frozen 0/1);
+// D = sp·(code − z) − W, dnu = sp·h'(ν) where nothing clamps (else 0), qz = code − z.
+void qlm_tq_forward(int rows, int cols, int g, const float *W, const float *base, const float *nu, const int8_t *hard,
+                    const float *sp, const float *z, float maxq, float *D, float *dnu, float *qz);
+// With G = ∂L/∂Ŵ: gF[q] += Σ_{i in group q} G·qz·dsp[q] (caller zeroes or seeds it), and for every
+// soft weight one Adam update of ν with gradient G·dnu: m, v moments, c1, c2 bias corrections.
+void qlm_tq_adam(int rows, int cols, int g, const float *G, const float *dnu, const float *qz, const float *dsp,
+                 const int8_t *hard, float *nu, float *m, float *v, float *gF, float lr, float b1, float b2, float c1,
+                 float c2, float eps);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,7 +25,7 @@ struct Quantize: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "Re-collect inputs per sub-group (qkv → o → gate/up → down).") var trueSequential = false
     @Option(help: "LeanQuant exponent p in the weights U_jj^(-p).") var exponent: Double = 4
     @Option(help: "QuantEase iterations.") var iters: Int = 30
-    @Option(help: "TesseraQ Adam steps per rounding round (20 rounds).") var steps: Int = 25
+    @Option(help: "TesseraQ Adam steps per rounding round (20 rounds).") var steps: Int = 20
     @Option(name: .customLong("init"), help: "TesseraQ initial grids: clip (diag(H)-weighted range search) or minmax.") var gridInit: String = "clip"
     @Option(help: "Hessian Gram inputs: bf16 (f32 sums; default where the CPU has AVX-512 BF16) or f32.") var hessian: String?
     @Flag(help: "Continue a killed run from its last finished block.") var resume = false

@@ -23,7 +23,7 @@ public struct SolverOptions: Sendable {
     /// QuantEase outlier variant: whole input columns instead of single weights.
     public var structuredOutliers = false
     /// TesseraQ: Adam steps per progressive-rounding round (20 rounds; the paper uses 250 steps).
-    public var tesseraSteps = 25
+    public var tesseraSteps = 20
     /// TesseraQ: initial grids clipped by the diag(H)-weighted search (else plain min-max).
     public var tesseraClip = true
     public init() {}

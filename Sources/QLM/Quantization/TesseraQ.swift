@@ -88,38 +88,13 @@ func tesseraSolve(_ W: [Float], rows: Int, cols: Int, H: [Double], spec: QuantSp
     var sp = mF, dsp = mF   // s·2σ(f) and s·2σ'(f)
     let steps = options.tesseraSteps
     let lr = Float(1e-3 * 250 / Double(steps)), b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8, wdF: Float = 1e-4
-    let chunks = min(rows, max(1, Int(qlm_get_threads())))
 
-    @inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
+    @inline(__always) func sigmoid(_ x: Float) -> Float { qlm_sigmoid(x) }
 
-    /// Ŵ, D and the per-weight derivatives for the current ν, f; returns nothing (rows split across threads).
+    /// Ŵ − W and the per-weight derivatives for the current ν, f.
     func forward() {
         for q in 0..<nq { let sg = sigmoid(f[q]); sp[q] = s[q] * 2 * sg; dsp[q] = s[q] * 2 * sg * (1 - sg) }
-        W.withUnsafeBufferPointer { Wp in base.withUnsafeBufferPointer { Bp in nu.withUnsafeBufferPointer { Np in
-        hard.withUnsafeBufferPointer { Hp in sp.withUnsafeBufferPointer { SPp in z.withUnsafeBufferPointer { Zp in
-        D.withUnsafeMutableBufferPointer { Dp in dnu.withUnsafeMutableBufferPointer { DNp in qz.withUnsafeMutableBufferPointer { QZp in
-            let (Dq, DNq, QZq) = (Dp.baseAddress!, DNp.baseAddress!, QZp.baseAddress!)
-            DispatchQueue.concurrentPerform(iterations: chunks) { t in
-                for r in (rows * t / chunks)..<(rows * (t + 1) / chunks) {
-                    for c in 0..<cols {
-                        let i = r * cols + c, q = r * ng + c / g
-                        var h: Float, dh: Float = 0
-                        if Hp[i] < 0 {
-                            let sg = sigmoid(Np[i]), raw = 1.2 * sg - 0.1
-                            if raw <= 0 { h = 0 } else if raw >= 1 { h = 1 } else { h = raw; dh = 1.2 * sg * (1 - sg) }
-                        } else {
-                            h = Float(Hp[i])
-                        }
-                        var code = Bp[i] + h
-                        if code < 0 { code = 0; dh = 0 } else if code > maxq { code = maxq; dh = 0 }
-                        let v = code - Zp[q]
-                        Dq[i] = SPp[q] * v - Wp[i]
-                        DNq[i] = SPp[q] * dh
-                        QZq[i] = v
-                    }
-                }
-            }
-        } } } } } } } } }
+        qlm_tq_forward(Int32(rows), Int32(cols), Int32(g), W, base, nu, hard, sp, z, maxq, &D, &dnu, &qz)
     }
 
     /// G = 2 D H.
@@ -169,27 +144,7 @@ func tesseraSolve(_ W: [Float], rows: Int, cols: Int, H: [Double], spec: QuantSp
             }
             for q in 0..<nq { gF[q] = wdF * f[q] }
             let c1 = 1 / (1 - pow(b1, Float(step))), c2 = 1 / (1 - pow(b2, Float(step)))
-            G.withUnsafeBufferPointer { Gp in dnu.withUnsafeBufferPointer { DNp in qz.withUnsafeBufferPointer { QZp in
-            hard.withUnsafeBufferPointer { Hp in nu.withUnsafeMutableBufferPointer { Np in
-            mNu.withUnsafeMutableBufferPointer { Mp in vNu.withUnsafeMutableBufferPointer { Vp in
-            gF.withUnsafeMutableBufferPointer { GFp in dsp.withUnsafeBufferPointer { DSp in
-                let (Nq, Mq, Vq) = (Np.baseAddress!, Mp.baseAddress!, Vp.baseAddress!)
-                // ∂L/∂f per group: each group lies in one row, so rows split across threads own their f.
-                let GFq = GFp.baseAddress!
-                DispatchQueue.concurrentPerform(iterations: chunks) { t in
-                    for r in (rows * t / chunks)..<(rows * (t + 1) / chunks) {
-                        for c in 0..<cols {
-                            let i = r * cols + c
-                            GFq[r * ng + c / g] += Gp[i] * QZp[i] * DSp[r * ng + c / g]
-                            guard Hp[i] < 0 else { continue }
-                            let gr = Gp[i] * DNp[i]
-                            Mq[i] = b1 * Mq[i] + (1 - b1) * gr
-                            Vq[i] = b2 * Vq[i] + (1 - b2) * gr * gr
-                            Nq[i] -= lr * (Mq[i] * c1) / ((Vq[i] * c2).squareRoot() + eps)
-                        }
-                    }
-                }
-            } } } } } } } } }
+            qlm_tq_adam(Int32(rows), Int32(cols), Int32(g), G, dnu, qz, dsp, hard, &nu, &mNu, &vNu, &gF, lr, b1, b2, c1, c2, eps)
             for q in 0..<nq {
                 mF[q] = b1 * mF[q] + (1 - b1) * gF[q]
                 vF[q] = b2 * vF[q] + (1 - b2) * gF[q] * gF[q]
