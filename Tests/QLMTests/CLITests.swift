@@ -108,5 +108,10 @@ struct CLITests {
         #expect(hessian.status == 1 && hessian.err.contains("--hessian must be bf16 or f32"))
         let rtnHessian = try CLI.run(["quantize", model, "-o", NSTemporaryDirectory() + "qlm-never-written", "--hessian", "f32"])
         #expect(rtnHessian.status == 1 && rtnHessian.err.contains("--hessian"))
+        let tqInit = try CLI.run(["quantize", model, "-o", NSTemporaryDirectory() + "qlm-never-written", "--method", "tesseraq", "--init", "awq"])
+        #expect(tqInit.status == 1 && tqInit.err.contains("--init must be clip or minmax"))
+        let tqLUT = try CLI.run(["quantize", model, "-o", NSTemporaryDirectory() + "qlm-never-written", "--method", "tesseraq",
+                                 "--format", "lut", "--group-size", "-1"])
+        #expect(tqLUT.status == 1 && tqLUT.err.contains("tesseraq"))
     }
 }

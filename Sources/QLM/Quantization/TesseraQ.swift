@@ -8,7 +8,10 @@ import QLMKernels
 /// from AWQ's scales and clips; neither is part of this pipeline. With H = (2/N) Σ x xᵀ the layer
 /// objective is the layer's own output error, so this is TesseraQ with blocks of one linear.)
 ///
-/// Per (row, group): a min-max affine grid (s, z) as RTN fits it, then
+/// Per (row, group): an affine grid (s, z) — by default clipped by the diag(H)-weighted range search
+/// LeanQuant's affine grid uses (`qlm_affine_search_row`, weights H_jj: the diagonal version of
+/// AWQ's clip search, which minimises the group's output error; the paper starts from AWQ's
+/// clips), or RTN's min-max (`tesseraClip = false`, `--init minmax`) — then
 ///   Ŵ = s · 2σ(f) · (clamp(⌊W/s + z⌋ + h(ν), 0, maxq) − z)
 /// with one rounding logit ν per weight, h(ν) = clamp(1.2 σ(ν) − 0.1, 0, 1) (AdaRound's rectified
 /// sigmoid), initialised so that h(ν) = frac(W/s + z) (Ŵ = W where nothing clamps), and one scale
@@ -31,8 +34,8 @@ public func tesseraQuantize(_ W: [Float], rows: Int, cols: Int, H: [Double], spe
 let tesseraThresholds: [Double] = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12,
                                    0.10, 0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
 
-/// `onRound(i, soft, loss)`: after round i's Adam steps, the number of soft weights and the
-/// objective of the current (soft) Ŵ.
+/// `onRound(i, soft, loss)`: after round i, the number of soft weights and the objective of the
+/// soft Ŵ its last Adam step started from.
 func tesseraSolve(_ W: [Float], rows: Int, cols: Int, H: [Double], spec: QuantSpec, options: SolverOptions,
                   onRound: ((Int, Int, Double) -> Void)?) throws -> SolverOutput {
     try spec.validate(cols: cols)
@@ -47,7 +50,7 @@ func tesseraSolve(_ W: [Float], rows: Int, cols: Int, H: [Double], spec: QuantSp
     let n = rows * cols
     let g = min(spec.groupSize ?? cols, cols), ng = (cols + g - 1) / g, nq = rows * ng
     let maxq = Float((1 << spec.bits) - 1)
-    // Grids (RTN's min-max), base codes and rounding logits.
+    // Grids, base codes and rounding logits.
     var s = [Float](repeating: 1, count: nq), z = [Float](repeating: 0, count: nq)
     var base = [Float](repeating: 0, count: n)   // ⌊W/s + z⌋
     var nu = [Float](repeating: 0, count: n)     // rounding logits ν
