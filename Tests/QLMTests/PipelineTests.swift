@@ -51,6 +51,23 @@ struct PipelineTests {
         #expect(r.ppl.isFinite && r.nll[0] < 3.090241 + 0.7, "GPTQ w4g128 window 0 NLL \(r.nll[0])")
     }
 
+    @Test("TesseraQ through the pipeline: block 0 of the real model, seven finite layer losses, a checkpoint")
+    func tesseraQBlock() throws {
+        // (The solver's properties are in SolverTests; with 4 × 64 calibration tokens H is far from full
+        // rank, so its loss is not compared with GPTQ's here: GPTQ's error feedback drives it to ~0.7×
+        // TesseraQ's at 2 steps per round by using H's null space.)
+        let dir = TestPaths.tempDir("pipe-tq")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var j = job(.tesseraq, dir + "/tq", spec: QuantSpec(bits: 3, groupSize: 128))
+        j.solver.tesseraSteps = 2
+        j.stopAfterBlocks = 1
+        var losses: [String: Double] = [:]
+        #expect(throws: QLMError.self) { try quantizeModel(j, progress: { ev in if ev.block == 0 { losses[ev.name] = ev.loss } }) }
+        #expect(losses.count == 7 && losses.values.allSatisfy { $0.isFinite && $0 > 0 }, "\(losses)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/tq.partial/state.json"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/tq"))
+    }
+
     @Test("Bad combinations and evaluation-set calibration are rejected before any work")
     func rejects() throws {
         var j = job(.gptq, "/tmp/x", spec: QuantSpec(format: .lut, bits: 4, groupSize: nil))
