@@ -124,6 +124,12 @@ static void qb_make(qb_mat *q, int format, int bits, int gs, int rows, int cols,
     }
 }
 
+// QB_FORMATS="lut4,affine4 g128" limits the bench and the ceiling to these formats.
+static int qb_format_selected(const char *name) {
+    const char *only = getenv("QB_FORMATS");
+    return !only || !*only || strstr(only, name) != NULL;
+}
+
 // ---------------------------------------------------------------------------------------------
 // check
 // ---------------------------------------------------------------------------------------------
@@ -339,8 +345,7 @@ static void run_bench(int quick) {
         float *scratch = NULL;
         for (int j = 0; j < cols; j++) x[j] = frand();
         for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
-            const char *only = getenv("QB_FORMATS");  // e.g. "lut4,affine4 g128": only these formats
-            if (only && *only && !strstr(only, fmts[f].name)) continue;
+            if (!qb_format_selected(fmts[f].name)) continue;
             qb_mat first;
             qb_make(&first, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
             free(scratch);
@@ -471,8 +476,7 @@ static void run_ceiling(void) {
     }
     printf("\n");
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
-        const char *only = getenv("QB_FORMATS");  // as in the bench: only these formats
-        if (only && *only && !strstr(only, fmts[f].name)) continue;
+        if (!qb_format_selected(fmts[f].name)) continue;
         qb_mat q;
         qb_make(&q, fmts[f].format, fmts[f].bits, fmts[f].gs, rows, cols, 0, 0);
         free(scratch);

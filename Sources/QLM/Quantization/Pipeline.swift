@@ -56,7 +56,7 @@ public struct QuantizeJob: Sendable {
         let parts = [modelPath, method.rawValue, String(decoding: (try? enc.encode(spec)) ?? Data(), as: UTF8.self),
                      String(decoding: (try? enc.encode(head)) ?? Data(), as: UTF8.self),
                      String(decoding: (try? enc.encode(calibration)) ?? Data(), as: UTF8.self),
-                     "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers)" + (method == .tesseraq ? " \(solver.tesseraSteps) \(solver.tesseraClip)" : ""),
+                     "\(solver.damp) \(solver.actOrder) \(solver.blockSize) \(solver.exponent) \(solver.iters) \(solver.structuredOutliers) \(solver.tesseraSteps) \(solver.tesseraClip)",
                      "\(trueSequential)", resolvedHessianPrecision == .f32 ? "" : resolvedHessianPrecision.rawValue]
         return SHA256Digest.hash(Data(parts.joined(separator: "|").utf8))
     }

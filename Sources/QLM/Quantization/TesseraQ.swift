@@ -109,27 +109,24 @@ func tesseraSolve(_ W: [Float], rows: Int, cols: Int, H: [Double], spec: QuantSp
     }
 
     var softCount = n
-    var scores = [Float](repeating: 0, count: n), scratch = scores
+    var scores = [Float](repeating: 0, count: n), scratch = scores   // |h(ν) − 0.5| of the soft weights, in index order
     for (round, t) in tesseraThresholds.enumerated() {
-        // Harden: keep the ⌊t·n⌋ weights with the smallest |h(ν) − 0.5| soft.
+        // Harden: keep the ⌊t·n⌋ weights with the smallest |h(ν) − 0.5| soft; those scoring above the
+        // threshold freeze, then ties in index order, each at h's side of ½ (h > ½ ⇔ ν > 0).
         let keep = Int(Double(n) * t)
         if softCount > keep {
             var m = 0
-            for i in 0..<n where hard[i] < 0 {
-                scores[m] = abs(min(max(1.2 * sigmoid(nu[i]) - 0.1, 0), 1) - 0.5); m += 1
-            }
+            for i in 0..<n where hard[i] < 0 { scores[m] = abs(min(max(1.2 * sigmoid(nu[i]) - 0.1, 0), 1) - 0.5); m += 1 }
             let toFreeze = softCount - keep
             let thr = qlm_kth_largest_abs(scores, m, toFreeze, &scratch)
-            var frozen = 0
-            for i in 0..<n where hard[i] < 0 {   // strictly above the threshold first, then ties in index order
-                let h = min(max(1.2 * sigmoid(nu[i]) - 0.1, 0), 1)
-                if abs(h - 0.5) > thr { hard[i] = h > 0.5 ? 1 : 0; frozen += 1 }
-            }
-            if frozen < toFreeze {
-                for i in 0..<n where hard[i] < 0 && frozen < toFreeze {
-                    let h = min(max(1.2 * sigmoid(nu[i]) - 0.1, 0), 1)
-                    if abs(h - 0.5) == thr { hard[i] = h > 0.5 ? 1 : 0; frozen += 1 }
-                }
+            var ties = toFreeze - scores[0..<m].reduce(0) { $0 + ($1 > thr ? 1 : 0) }
+            var j = 0, frozen = 0
+            for i in 0..<n where hard[i] < 0 {
+                let sc = scores[j]; j += 1
+                guard sc > thr || (sc == thr && ties > 0) else { continue }
+                if sc == thr { ties -= 1 }
+                hard[i] = nu[i] > 0 ? 1 : 0
+                frozen += 1
             }
             softCount -= frozen
         }
