@@ -48,12 +48,25 @@ typedef struct {
     int32_t *perm, *rowptr;
     uint16_t *ocol;
     float *oval;
+    uint8_t *xcodes;  // the execution copy a model load makes (qlm_qmatrix_xcodes_*), or NULL
 } qb_mat;
 
 static void qb_free(qb_mat *q) {
     free(q->codes); free(q->scales); free(q->zeros); free(q->lut);
-    free(q->perm); free(q->rowptr); free(q->ocol); free(q->oval);
+    free(q->perm); free(q->rowptr); free(q->ocol); free(q->oval); free(q->xcodes);
     memset(q, 0, sizeof *q);
+}
+
+// The execution copy of the codes, as the model loader makes it (QB_NOXCODES=1: none, for A/B runs
+// of the layout-2 kernels).
+static void qb_attach_xcodes(qb_mat *q) {
+    const char *off = getenv("QB_NOXCODES");
+    const size_t n = qlm_qmatrix_xcodes_bytes(&q->m);
+    if (n == 0 || (off && *off == '1')) return;
+    q->xcodes = aligned_alloc(64, (n + 63) / 64 * 64);
+    qlm_qmatrix_xcodes_fill(&q->m, q->xcodes);
+    q->m.xcodes = q->xcodes;
+    q->m.xlayout = qlm_qmatrix_xcodes_layout(&q->m);
 }
 
 // Random matrix. gs <= 0: one group per row. out_per_row: outliers per row (0: none).
@@ -122,12 +135,29 @@ static void qb_make(qb_mat *q, int format, int bits, int gs, int rows, int cols,
         q->rowptr[rows] = n;
         m->n_outliers = n; m->out_rowptr = q->rowptr; m->out_col = q->ocol; m->out_val = q->oval;
     }
+    qb_attach_xcodes(q);
 }
 
 // QB_FORMATS="lut4,affine4 g128" limits the bench and the ceiling to these formats.
 static int qb_format_selected(const char *name) {
     const char *only = getenv("QB_FORMATS");
     return !only || !*only || strstr(only, name) != NULL;
+}
+
+// QB_PATHS="avx512+i16,avx2" limits the ceiling to these paths (names as in its header; exact match
+// per comma-separated entry, so "avx512" does not select "avx512+i16").
+static int qb_path_selected(const char *name) {
+    const char *only = getenv("QB_PATHS");
+    if (!only || !*only) return 1;
+    const size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,6 +222,32 @@ static int check_one_i16(const qb_mat *q, qlm_isa isa, const char *what) {
     return bad;
 }
 
+// y with the execution copy == y without it, bit for bit (integer activations: the same integer dot
+// products; f32 activations: kernels that ignore the copy).
+static int check_xcodes_identical(qb_mat *q, qlm_isa isa, const char *what) {
+    qlm_qmatrix *m = &q->m;
+    float *x = malloc(sizeof(float) * (size_t)m->cols);
+    float *y1 = malloc(sizeof(float) * (size_t)m->rows), *y2 = malloc(sizeof(float) * (size_t)m->rows);
+    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
+    for (int j = 0; j < m->cols; j++) x[j] = frand();
+    int bad = 0;
+    for (int act = 0; act < 2; act++) {
+        qlm_qgemv_set_act(act ? QLM_ACT_I16 : QLM_ACT_F32);
+        qlm_qgemv_isa(isa, m, x, y1, scratch);
+        const uint8_t *xc = m->xcodes;
+        m->xcodes = NULL;
+        qlm_qgemv_isa(isa, m, x, y2, scratch);
+        m->xcodes = xc;
+        if (memcmp(y1, y2, sizeof(float) * (size_t)m->rows) != 0) {
+            printf("FAIL %s %s act %s: the execution copy changes the result\n", what, qlm_isa_name(isa), act ? "i16" : "f32");
+            bad = 1;
+        }
+    }
+    qlm_qgemv_set_act(QLM_ACT_F32);
+    free(x); free(y1); free(y2); free(scratch);
+    return bad;
+}
+
 static int run_check(void) {
     static const qlm_isa isas[] = {QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON};
     static const int rowsv[] = {1, 3, 7, 33, 100};
@@ -219,6 +275,10 @@ static int run_check(void) {
                             runs++;
                             if (!(variant & 2) && qlm_qgemv_i16_kernel_exists_on(isas[i], &q.m)) {
                                 fails += check_one_i16(&q, isas[i], what);
+                                runs++;
+                            }
+                            if (q.m.xcodes) {  // the execution copy must not change a single bit
+                                fails += check_xcodes_identical(&q, isas[i], what);
                                 runs++;
                             }
                         }
@@ -376,6 +436,8 @@ static void run_bench(int quick) {
                     mats[i].m.lut = mats[i].lut;
                 }
                 mats[i].perm = NULL; mats[i].rowptr = NULL; mats[i].ocol = NULL; mats[i].oval = NULL;
+                mats[i].xcodes = NULL; mats[i].m.xcodes = NULL;
+                qb_attach_xcodes(&mats[i]);
             }
             // Paths: the best ISA with f32 activations, with integer activations where a kernel
             // exists (printed as "<isa>+i16"), and the scalar one on the first shape.
@@ -463,13 +525,19 @@ static void run_ceiling(void) {
     static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
     static const int acts[] = {QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32};
     const size_t npath = sizeof isas / sizeof isas[0];
+    int use[sizeof isas / sizeof isas[0]];
+    for (size_t i = 0; i < npath; i++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
+        use[i] = qlm_isa_supported(isas[i]) && (acts[i] != QLM_ACT_I16 || qlm_act_i16_supported()) && qb_path_selected(nm);
+    }
     qlm_set_threads(1);
     float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = NULL;
     for (int j = 0; j < cols; j++) x[j] = frand();
     printf("# decode ceiling: 1 thread, %dx%d (L2-resident), thread CPU time; Gw/s = 1e9 weights/s\n", rows, cols);
     printf("%-13s", "format");
     for (size_t i = 0; i < npath; i++) {
-        if (!qlm_isa_supported(isas[i]) || (acts[i] == QLM_ACT_I16 && !qlm_act_i16_supported())) continue;
+        if (!use[i]) continue;
         char nm[32];
         snprintf(nm, sizeof nm, "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
         printf(" | %10s Gw/s   GB/s", nm);
@@ -483,7 +551,7 @@ static void run_ceiling(void) {
         scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(&q.m) + 1));
         printf("%-13s", fmts[f].name);
         for (size_t i = 0; i < npath; i++) {
-            if (!qlm_isa_supported(isas[i]) || (acts[i] == QLM_ACT_I16 && !qlm_act_i16_supported())) continue;
+            if (!use[i]) continue;
             if (acts[i] == QLM_ACT_I16 && !qlm_qgemv_i16_kernel_exists_on(isas[i], &q.m)) {
                 printf(" | %15s %6s", "-", "-");
                 continue;

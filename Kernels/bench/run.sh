@@ -4,7 +4,8 @@
 #                                   limits it to those formats)
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA (QB_SHAPE=576x576:
-#                                   another shape; QB_FORMATS as above)
+#                                   another shape; QB_FORMATS as above; QB_PATHS="avx512+i16,avx2" limits the paths)
+# QB_CFLAGS adds compiler flags (experiments).
 #   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference (integer-
 #                                   activation kernels: vs the reference on the activations they use)
 #   Kernels/bench/run.sh neon-check the same sweep for AArch64 (scalar + NEON), cross-compiled and
@@ -40,7 +41,7 @@ STUBS
     exit $rc
 fi
 # -Xclang -fopenmp: OpenMP codegen without the driver adding -lomp (the library is libomp.so.5).
-"$cc" -O3 -std=gnu11 -fno-math-errno -Xclang -fopenmp -DQLM_BENCH_MAIN -I "$kern/include" \
+"$cc" -O3 ${QB_CFLAGS:-} -std=gnu11 -fno-math-errno -Xclang -fopenmp -DQLM_BENCH_MAIN -I "$kern/include" \
     "$kern"/*.c "$here/qbench.c" -o "$out" -lopenblas "$omp" -lm -lpthread
 mode="${1:-bench}"
 case "$mode" in
