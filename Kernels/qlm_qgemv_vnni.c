@@ -29,8 +29,16 @@
 // is affine in the byte lut[q], so everything above applies with one group per row).
 // 4-bit with segments of 128 or more (one group per row, groups of 128·k, LUT) instead decodes a
 // pair of superblocks from one 64-byte load (see qv_segment_dot).
-// 3-bit matrices loaded with an execution copy in layout STREAM3 (qlm_qmatrix.xcodes) decode without
-// the mask register instead (qv_decode3s): ~15% faster per core, LUT-3 level with affine-3.
+// Tried and dropped (2026-11-23): a load-time execution copy of 3-bit codes as one 192-bit stream per
+// superblock (w[j] at bits 3j..3j+2), decoded with vpermb (bytes 3q..3q+7 to qword lane q) +
+// vpmultishiftqb (8 bits from 3·(j mod 8)) + a mask, or for LUT-3 a vpermb on the codebook repeated
+// every 8 bytes: no mask register (with a constant mask, layout 2's affine3 g128 ceiling rose 39 -> 45
+// Gw/s; through a GPR, no change). Ceiling affine3 g128 ~39 -> ~44 Gw/s, LUT-3 ~37.6 -> ~43, results
+// bit-identical; but in a decode step the kernel's cycles did not move (perf record -e cycles:u over
+// `qlm bench DIR -p 1 -n 256 -r 1 --threads 1`, RTN w3 g128: 2.02-2.06 G without, 1.93-2.15 G with;
+// LUT-3 2.0-2.18 / 2.1-2.26), while the copy cost +39 MB RSS (+26%) and doubled load time. The
+// ALU work it saves overlaps with the memory stalls of a weight stream. (A vpexpandb load instead of
+// the vpermb is microcoded on Zen 5: 12 Gw/s.)
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
 #include "qlm_x86_common.h"
@@ -99,33 +107,12 @@ QV512 QVINL __m512i qv_decode(const uint8_t *p, const int BITS) {
 }
 
 
-// 3-bit superblock in layout STREAM3 (24 bytes, w[j] at bits 3j..3j+2; 32 bytes are loaded, the
-// execution copy is padded): lane j = w[j] in bits 0..2, bits 3..7 = the next weights' bits. One
-// vpermb puts stream bytes 3q..3q+7 in qword lane q, one vpmultishiftqb takes 8 bits from 3·(j mod 8)
-// in each byte. The caller clears bits 3..7 (affine: a vpand) or lets a table that repeats every 8
-// bytes absorb them (LUT: vpermb reads index bits 0..5). Against layout 2's broadcast + vgf2p8affineqb
-// + kmovq + masked add, 3 vector ops and no mask register: per-core ceiling (Kernels/bench/run.sh
-// ceiling, interleaved) affine3 g128 32-39.5 -> 42.7-44.6 Gw/s, LUT-3 29-37.6 -> 40-43.6; the mask
-// register was the cost (layout 2 with a constant mask: 45; loading it through a GPR: no change).
-// A vpexpandb load instead of the vpermb is microcoded on Zen 5: 12 Gw/s.
-QV512 QVINL __m512i qv_decode3s(const uint8_t *p) {
-    // qword lane q takes stream bytes 3q .. 3q + 7 (only 3q .. 3q + 2 matter)
-    const __m512i idx = _mm512_set_epi64(0x1C1B1A1918171615ll, 0x1918171615141312ll, 0x161514131211100Fll, 0x131211100F0E0D0Cll,
-                                         0x100F0E0D0C0B0A09ll, 0x0D0C0B0A09080706ll, 0x0A09080706050403ll, 0x0706050403020100ll);
-    const __m512i v = _mm512_permutexvar_epi8(idx, _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)));
-    return _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x15120F0C09060300ll), v);
-}
-
 // One superblock's 64 weight bytes: the codes, or for LUT matrices the codebook entries they
 // select. tb: the row's codebook in each 128-bit lane (vpshufb; tried vpermb on 64-byte tables,
 // which needs no masking of the codes: 1.6x slower on Zen 5; and for LUT-3 a vpsrlvw + vpermb on
 // entries 0..3 + a masked vpermb on entries 4..7 instead of the unpack, +4 and vpshufb: 37.1 -> 35.5
 // Gw/s. The 4-bit pair kernel's vpermb gains because it replaces the unpack as well).
-QV512 QVINL __m512i qv_weights(const uint8_t *p, const int BITS, const int LUT, const __m512i tb, const int XS) {
-    if (BITS == 3 && XS) {  // tb: the 8-entry codebook in every qword
-        const __m512i q = qv_decode3s(p);
-        return LUT ? _mm512_permutexvar_epi8(q, tb) : _mm512_and_si512(q, _mm512_set1_epi8(7));
-    }
+QV512 QVINL __m512i qv_weights(const uint8_t *p, const int BITS, const int LUT, const __m512i tb) {
     const __m512i q = qv_decode(p, BITS);
     return LUT ? _mm512_shuffle_epi8(tb, q) : q;
 }
@@ -134,7 +121,7 @@ QV512 QVINL __m512i qv_weights(const uint8_t *p, const int BITS, const int LUT, 
 // SPS for whole segments, fewer for the last one of a row). Weight bytes up to 255 (8-bit, LUT
 // entries) keep |acc| < 2^31: 16 products of 255·128 per lane, shifted by 7, plus 16 of 255·127.
 QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i *vh, const __m512i *vl, const int BITS,
-                                   const int LUT, const __m512i tb, const int N, const int XS) {
+                                   const int LUT, const __m512i tb, const int N) {
     const int SBB = BITS * 8;
     __m512i q[4];
     __m512i acc = _mm512_setzero_si512();
@@ -157,14 +144,14 @@ QV512 QVINL __m512i qv_segment_dot(const uint8_t *cp, int b, const __m512i *vh, 
                 q[u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15));
             }
         }
-        if (u < N) q[u] = qv_weights(cp + (size_t)(b + u) * (size_t)SBB, BITS, LUT, tb, 0);  // a row's odd last one
+        if (u < N) q[u] = qv_weights(cp + (size_t)(b + u) * (size_t)SBB, BITS, LUT, tb);  // a row's odd last one
         for (u = 0; u < N; u++) acc = _mm512_dpbusd_epi32(acc, q[u], vh[u]);
         acc = _mm512_slli_epi32(acc, 7);
         for (u = 0; u < N; u++) acc = _mm512_dpbusd_epi32(acc, q[u], vl[u]);
         return acc;
     }
     for (int u = 0; u < N; u++) {
-        q[u] = qv_weights(cp + (size_t)(b + u) * (size_t)SBB, BITS, LUT, tb, XS);
+        q[u] = qv_weights(cp + (size_t)(b + u) * (size_t)SBB, BITS, LUT, tb);
         acc = _mm512_dpbusd_epi32(acc, q[u], vh[u]);
     }
     acc = _mm512_slli_epi32(acc, 7);
@@ -210,15 +197,14 @@ QV512 QVINL void qv_store_rows(const qlm_qctx *c, float *y, const int r, const i
 // 128, one group per row or groups of 128·k; 1: segments of 64 or, for groups of 32, of 32).
 // GK: 0 = one group per row; -1 = groups of 32; k > 0 = k segments per group.
 // LUT: the LUT format (GK = 0: its per-row scale and zero play the one group's).
-// XS: 3-bit codes read from the STREAM3 execution copy (m->xcodes).
 // Segment scales s_g·d are built per chunk of 16 segments (8 superblocks for GK = -1) for NR rows.
 QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const int NR, const int BITS, const int GK,
-                               const int SPS, const int LUT, const int XS) {
+                               const int SPS, const int LUT) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups, SBB = BITS * 8;
     const int nseg = (nsb + SPS - 1) / SPS;
     const size_t rb = c->rb;
-    const uint8_t *cp = (XS ? m->xcodes : m->codes) + (size_t)r * rb;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
     const int8_t *xh = c->xh, *xl = c->xl;
     const float *xd = c->xd;
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
@@ -282,10 +268,10 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
             for (int i = 0; i < NR; i++) {
                 const uint8_t *row = cp + (size_t)i * rb;
                 __m512i acc;
-                if (n == SPS) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], SPS, XS);  // unrolled
-                else if (n == 3) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 3, XS);
-                else if (n == 2) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 2, XS);
-                else acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 1, XS);
+                if (n == SPS) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], SPS);  // unrolled
+                else if (n == 3) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 3);
+                else if (n == 2) acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 2);
+                else acc = qv_segment_dot(row, b, vh, vl, BITS, LUT, tb[i], 1);
                 const __m512 sv = GK == -1 ? _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)qv_pair[t - t0]), sdr[i])
                                            : _mm512_set1_ps(sd[i][t - t0]);
                 fv[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, fv[i]);
@@ -296,10 +282,10 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
 }
 
 QV512 QVINL void qv_rows(const qlm_qctx *c, float *y, int r0, int r1, const int BITS, const int GK, const int SPS,
-                         const int LUT, const int XS) {
+                         const int LUT) {
     int r = r0;
-    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS, LUT, XS);
-    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS, LUT, XS);
+    for (; r + 4 <= r1; r += 4) qv_rows_block(c, y, r, 4, BITS, GK, SPS, LUT);
+    for (; r < r1; r++) qv_rows_block(c, y, r, 1, BITS, GK, SPS, LUT);
 }
 
 // 2-bit affine with groups of 64·k or one group per row: four superblocks from one 64-byte load.
@@ -394,29 +380,26 @@ QV512 static void qv_q2(const qlm_qctx *c, float *y, int r0, int r1) {
 }
 
 // row / g32 / g64 / g128 (one segment per group) / groups of 128·k (k segments) / groups of 64·k, k odd.
-// NAME: B, or 3s for 3-bit codes from the STREAM3 execution copy.
-#define QV_DEF(NAME, B, XS)                                                                                             \
-    QV512 static void qv_b##NAME##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0, 2, 0, XS); }  \
-    QV512 static void qv_b##NAME##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1, 1, 0, XS); } \
-    QV512 static void qv_b##NAME##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 1, 0, XS); }  \
-    QV512 static void qv_b##NAME##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 2, 0, XS); } \
-    QV512 static void qv_b##NAME##_g128k(const qlm_qctx *c, float *y, int r0, int r1) {                                \
-        qv_rows(c, y, r0, r1, B, c->gchunks / 8, 2, 0, XS);                                                             \
+#define QV_DEF(B)                                                                                                       \
+    QV512 static void qv_b##B##_row(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 0, 2, 0); }   \
+    QV512 static void qv_b##B##_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, -1, 1, 0); }  \
+    QV512 static void qv_b##B##_g64(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 1, 0); }   \
+    QV512 static void qv_b##B##_g128(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, B, 1, 2, 0); }  \
+    QV512 static void qv_b##B##_g128k(const qlm_qctx *c, float *y, int r0, int r1) {                                   \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 8, 2, 0);                                                                   \
     }                                                                                                                  \
-    QV512 static void qv_b##NAME##_g64k(const qlm_qctx *c, float *y, int r0, int r1) {                                 \
-        qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1, 0, XS);                                                             \
+    QV512 static void qv_b##B##_g64k(const qlm_qctx *c, float *y, int r0, int r1) {                                    \
+        qv_rows(c, y, r0, r1, B, c->gchunks / 4, 1, 0);                                                                   \
     }
 // 2-bit: groups of 32 here; every other grouping runs the quad kernel qv_q2.
-QV512 static void qv_b2_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, -1, 1, 0, 0); }
-QV_DEF(3, 3, 0)
-QV_DEF(3s, 3, 1)
-QV_DEF(4, 4, 0)
-QV_DEF(8, 8, 0)
+QV512 static void qv_b2_g32(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, -1, 1, 0); }
+QV_DEF(3)
+QV_DEF(4)
+QV_DEF(8)
 // LUT rows: segments of 256 columns (one convert + FMA per 256 weights pays for the lookups).
-QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 4, 1, 0); }
-QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1, 0); }
-QV512 static void qv_l3s(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1, 1); }
-QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 4, 1, 0); }
+QV512 static void qv_l2(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 2, 0, 4, 1); }
+QV512 static void qv_l3(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 3, 0, 4, 1); }
+QV512 static void qv_l4(const qlm_qctx *c, float *y, int r0, int r1) { qv_rows(c, y, r0, r1, 4, 0, 4, 1); }
 
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     static int once = 0;
@@ -425,10 +408,9 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
         __atomic_store_n(&once, 1, __ATOMIC_RELEASE);
     }
     if (!m->scales || !m->zeros) return NULL;
-    const int xs = m->bits == 3 && m->xcodes && m->xlayout == QLM_XLAYOUT_STREAM3;
     if (m->format == QLM_FMT_LUT) {
         if (!m->lut) return NULL;
-        return m->bits == 2 ? qv_l2 : m->bits == 3 ? (xs ? qv_l3s : qv_l3) : m->bits == 4 ? qv_l4 : NULL;
+        return m->bits == 2 ? qv_l2 : m->bits == 3 ? qv_l3 : m->bits == 4 ? qv_l4 : NULL;
     }
     if (m->format != QLM_FMT_AFFINE) return NULL;
     const int ng = qlm_n_groups(m), g = m->group_size;
@@ -440,19 +422,17 @@ qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m) {
     else if (g % 128 == 0) kind = 4;
     else if (g % 64 == 0) kind = 5;
     else return NULL;  // other group sizes keep f32 activations
-#define QV_PICK(NAME)                                                                      \
-    {                                                                                      \
-        static const qlm_qrows_fn fns[6] = {qv_b##NAME##_row, qv_b##NAME##_g32, qv_b##NAME##_g64, \
-                                            qv_b##NAME##_g128, qv_b##NAME##_g128k, qv_b##NAME##_g64k}; \
-        return fns[kind];                                                                  \
+#define QV_PICK(B)                                                                   \
+    case B: {                                                                        \
+        static const qlm_qrows_fn fns[6] = {qv_b##B##_row, qv_b##B##_g32, qv_b##B##_g64, \
+                                            qv_b##B##_g128, qv_b##B##_g128k, qv_b##B##_g64k}; \
+        return fns[kind];                                                            \
     }
     if (m->bits == 2) return kind == 1 ? qv_b2_g32 : qv_q2;
     switch (m->bits) {
-    case 3:
-        if (xs) QV_PICK(3s)
         QV_PICK(3)
-    case 4: QV_PICK(4)
-    case 8: QV_PICK(8)
+        QV_PICK(4)
+        QV_PICK(8)
     default: return NULL;
     }
 #undef QV_PICK

@@ -168,46 +168,6 @@ void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows
 }
 
 // ---------------------------------------------------------------------------------------------
-// Execution layouts (qlm_qmatrix.xcodes)
-// ---------------------------------------------------------------------------------------------
-int qlm_qmatrix_xcodes_layout(const qlm_qmatrix *m) {
-    const char *env = getenv("QLM_XCODES");  // "0": no execution copies (A/B runs of the layout-2 kernels)
-    if (env && strcmp(env, "0") == 0) return QLM_XLAYOUT_NONE;
-#if defined(__x86_64__) || defined(__i386__)
-    // Only the AVX-512 VBMI integer kernel reads STREAM3; it runs for 3-bit affine and LUT matrices
-    // when the active path is AVX-512 on a CPU with VNNI + VBMI + GFNI (qlm_qrows_pick_vnni).
-    if (m->bits == 3 && (m->format == QLM_FMT_AFFINE || m->format == QLM_FMT_LUT) && m->rows > 0 && m->cols > 0 &&
-        qlm_isa_active() == QLM_ISA_AVX512 && qlm_cpu_has_vnni_gfni())
-        return QLM_XLAYOUT_STREAM3;
-#else
-    (void)m;
-#endif
-    return QLM_XLAYOUT_NONE;
-}
-
-size_t qlm_qmatrix_xcodes_bytes(const qlm_qmatrix *m) {
-    if (qlm_qmatrix_xcodes_layout(m) == QLM_XLAYOUT_NONE) return 0;
-    return qlm_row_bytes(m->bits, m->cols) * (size_t)m->rows + 64;  // padding: the kernel loads 32 bytes per 24
-}
-
-void qlm_qmatrix_xcodes_fill(const qlm_qmatrix *m, uint8_t *dst) {
-    const size_t n = qlm_qmatrix_xcodes_bytes(m);
-    if (n == 0) return;
-    memset(dst, 0, n);
-    const size_t total = n - 64;
-    for (size_t o = 0; o < total; o += 24) {  // rows are whole superblocks, so superblocks are contiguous
-        uint8_t w[64];
-        sb_unpack(3, m->codes + o, w);
-        for (int j = 0; j < 64; j++) {
-            const int bit = 3 * j;  // 3 bits from `bit` up, possibly across a byte boundary
-            const unsigned v = (unsigned)w[j] << (bit % 8);
-            dst[o + (size_t)(bit / 8)] |= (uint8_t)v;
-            if (v > 255) dst[o + (size_t)(bit / 8) + 1] |= (uint8_t)(v >> 8);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Dequantisation (stored order, then permuted into original order)
 // ---------------------------------------------------------------------------------------------
 static inline int group_cols(const qlm_qmatrix *m) {

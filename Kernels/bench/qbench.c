@@ -48,25 +48,12 @@ typedef struct {
     int32_t *perm, *rowptr;
     uint16_t *ocol;
     float *oval;
-    uint8_t *xcodes;  // the execution copy a model load makes (qlm_qmatrix_xcodes_*), or NULL
 } qb_mat;
 
 static void qb_free(qb_mat *q) {
     free(q->codes); free(q->scales); free(q->zeros); free(q->lut);
-    free(q->perm); free(q->rowptr); free(q->ocol); free(q->oval); free(q->xcodes);
+    free(q->perm); free(q->rowptr); free(q->ocol); free(q->oval);
     memset(q, 0, sizeof *q);
-}
-
-// The execution copy of the codes, as the model loader makes it (QB_NOXCODES=1: none, for A/B runs
-// of the layout-2 kernels).
-static void qb_attach_xcodes(qb_mat *q) {
-    const char *off = getenv("QB_NOXCODES");
-    const size_t n = qlm_qmatrix_xcodes_bytes(&q->m);
-    if (n == 0 || (off && *off == '1')) return;
-    q->xcodes = aligned_alloc(64, (n + 63) / 64 * 64);
-    qlm_qmatrix_xcodes_fill(&q->m, q->xcodes);
-    q->m.xcodes = q->xcodes;
-    q->m.xlayout = qlm_qmatrix_xcodes_layout(&q->m);
 }
 
 // Random matrix. gs <= 0: one group per row. out_per_row: outliers per row (0: none).
@@ -135,7 +122,6 @@ static void qb_make(qb_mat *q, int format, int bits, int gs, int rows, int cols,
         q->rowptr[rows] = n;
         m->n_outliers = n; m->out_rowptr = q->rowptr; m->out_col = q->ocol; m->out_val = q->oval;
     }
-    qb_attach_xcodes(q);
 }
 
 // QB_FORMATS="lut4,affine4 g128" limits the bench and the ceiling to these formats.
@@ -222,32 +208,6 @@ static int check_one_i16(const qb_mat *q, qlm_isa isa, const char *what) {
     return bad;
 }
 
-// y with the execution copy == y without it, bit for bit (integer activations: the same integer dot
-// products; f32 activations: kernels that ignore the copy).
-static int check_xcodes_identical(qb_mat *q, qlm_isa isa, const char *what) {
-    qlm_qmatrix *m = &q->m;
-    float *x = malloc(sizeof(float) * (size_t)m->cols);
-    float *y1 = malloc(sizeof(float) * (size_t)m->rows), *y2 = malloc(sizeof(float) * (size_t)m->rows);
-    float *scratch = malloc(sizeof(float) * (qlm_qgemv_scratch_floats(m) + 1));
-    for (int j = 0; j < m->cols; j++) x[j] = frand();
-    int bad = 0;
-    for (int act = 0; act < 2; act++) {
-        qlm_qgemv_set_act(act ? QLM_ACT_I16 : QLM_ACT_F32);
-        qlm_qgemv_isa(isa, m, x, y1, scratch);
-        const uint8_t *xc = m->xcodes;
-        m->xcodes = NULL;
-        qlm_qgemv_isa(isa, m, x, y2, scratch);
-        m->xcodes = xc;
-        if (memcmp(y1, y2, sizeof(float) * (size_t)m->rows) != 0) {
-            printf("FAIL %s %s act %s: the execution copy changes the result\n", what, qlm_isa_name(isa), act ? "i16" : "f32");
-            bad = 1;
-        }
-    }
-    qlm_qgemv_set_act(QLM_ACT_F32);
-    free(x); free(y1); free(y2); free(scratch);
-    return bad;
-}
-
 static int run_check(void) {
     static const qlm_isa isas[] = {QLM_ISA_SCALAR, QLM_ISA_AVX2, QLM_ISA_AVX512, QLM_ISA_NEON};
     static const int rowsv[] = {1, 3, 7, 33, 100};
@@ -275,10 +235,6 @@ static int run_check(void) {
                             runs++;
                             if (!(variant & 2) && qlm_qgemv_i16_kernel_exists_on(isas[i], &q.m)) {
                                 fails += check_one_i16(&q, isas[i], what);
-                                runs++;
-                            }
-                            if (q.m.xcodes) {  // the execution copy must not change a single bit
-                                fails += check_xcodes_identical(&q, isas[i], what);
                                 runs++;
                             }
                         }
@@ -436,8 +392,6 @@ static void run_bench(int quick) {
                     mats[i].m.lut = mats[i].lut;
                 }
                 mats[i].perm = NULL; mats[i].rowptr = NULL; mats[i].ocol = NULL; mats[i].oval = NULL;
-                mats[i].xcodes = NULL; mats[i].m.xcodes = NULL;
-                qb_attach_xcodes(&mats[i]);
             }
             // Paths: the best ISA with f32 activations, with integer activations where a kernel
             // exists (printed as "<isa>+i16"), and the scalar one on the first shape.

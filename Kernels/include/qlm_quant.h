@@ -62,26 +62,7 @@ typedef struct {
     const int32_t *out_rowptr;  // [rows + 1] or NULL when n_outliers == 0
     const uint16_t *out_col;    // [n_outliers] original column index (cols <= 65535)
     const float *out_val;       // [n_outliers]
-    // Optional execution copy of `codes` in a layout one kernel decodes faster, made when a matrix
-    // is loaded (qlm_qmatrix_xcodes_*; never stored in files, never required: NULL means every
-    // kernel reads `codes`, and a kernel that knows no `xlayout` ignores it).
-    const uint8_t *xcodes;      // [rows, qlm_row_bytes] + 64 bytes of padding, in layout `xlayout`
-    int32_t xlayout;            // QLM_XLAYOUT_*
 } qlm_qmatrix;
-
-// Execution layouts of qlm_qmatrix.xcodes (superblocks of 64 weights, same byte counts as `codes`):
-//   STREAM3: 3-bit, each superblock's 24 bytes one little-endian 192-bit number with w[j] at bits
-//            3j..3j+2. The AVX-512 VBMI integer kernel spreads each 3-byte group of 8 weights to a
-//            qword lane (vpermb) and cuts the fields with vpmultishiftqb: no mask register, which
-//            layout 2's high-bit plane needs (~15% faster per core; see qlm_qgemv_vnni.c).
-#define QLM_XLAYOUT_NONE 0
-#define QLM_XLAYOUT_STREAM3 1
-// Bytes to allocate for m's execution copy on the active path (0: none is used; then leave xcodes
-// NULL), and the copy itself: dst receives that many bytes; set m->xcodes = dst and m->xlayout =
-// qlm_qmatrix_xcodes_layout(m) after filling.
-size_t qlm_qmatrix_xcodes_bytes(const qlm_qmatrix *m);
-int qlm_qmatrix_xcodes_layout(const qlm_qmatrix *m);
-void qlm_qmatrix_xcodes_fill(const qlm_qmatrix *m, uint8_t *dst);
 
 // Bytes of packed codes per row (superblock-padded).
 size_t qlm_row_bytes(int bits, int cols);

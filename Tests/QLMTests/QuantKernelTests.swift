@@ -53,8 +53,7 @@ final class QuantKernelTests: HoldsKernelState {
 
         init(format: qlm_format, bits: Int, groupSize: Int?, rows: Int, cols: Int, codes: [UInt8] = [],
              scales: [UInt16] = [], zeros: [UInt16] = [], lut: [UInt8] = [], halves: [UInt16] = [],
-             perm: [Int32]? = nil, rowPtr: [Int32] = [], outCol: [UInt16] = [], outVal: [Float] = [],
-             executionCopy: Bool = true) {
+             perm: [Int32]? = nil, rowPtr: [Int32] = [], outCol: [UInt16] = [], outVal: [Float] = []) {
             self.rows = rows; self.cols = cols; self.format = format; self.bits = bits
             self.groupSize = groupSize ?? cols
             self.codes = codes; self.scales = scales; self.zeros = zeros; self.lut = lut; self.halves = halves
@@ -79,22 +78,6 @@ final class QuantKernelTests: HoldsKernelState {
                 m.out_col = UnsafePointer(copy(outCol).assumingMemoryBound(to: UInt16.self))
                 m.out_val = UnsafePointer(copy(outVal).assumingMemoryBound(to: Float.self))
             }
-            // The execution copy a model load makes (PackedMatrix.init), so every test runs the kernels
-            // that read it where the active path has one.
-            let nx = executionCopy ? withUnsafePointer(to: m) { qlm_qmatrix_xcodes_bytes($0) } : 0
-            if nx > 0 {
-                let dst = alloc(nx).assumingMemoryBound(to: UInt8.self)
-                withUnsafePointer(to: m) { qlm_qmatrix_xcodes_fill($0, dst) }
-                m.xcodes = UnsafePointer(dst)
-                m.xlayout = withUnsafePointer(to: m) { qlm_qmatrix_xcodes_layout($0) }
-            }
-        }
-
-        /// The same parts without the execution copy.
-        func withoutExecutionCopy() -> Packed {
-            Packed(format: format, bits: bits, groupSize: groupSize, rows: rows, cols: cols, codes: codes, scales: scales,
-                   zeros: zeros, lut: lut, halves: halves, perm: perm, rowPtr: rowPtr, outCol: outCol, outVal: outVal,
-                   executionCopy: false)
         }
 
         deinit { for b in buffers { b.deallocate() } }
@@ -351,68 +334,6 @@ final class QuantKernelTests: HoldsKernelState {
             e8[k] = 200
             #expect(Self.packSingle(bits: 8, index: k, value: 200) == e8, "8-bit weight \(k)")
         }
-    }
-
-    /// STREAM3 (qlm_quant.h): w[k] at bits 3k..3k+2 of each superblock's 24 bytes, little endian.
-    @Test func stream3ExecutionLayoutFollowsTheSpec() {
-        defer { Self.restoreDefaults() }
-        var m = qlm_qmatrix()
-        m.rows = 1; m.cols = 64; m.format = Int32(QLM_FMT_AFFINE.rawValue); m.bits = 3; m.group_size = 64
-        guard withUnsafePointer(to: m, { qlm_qmatrix_xcodes_layout($0) }) == QLM_XLAYOUT_STREAM3 else { return }  // no VBMI kernel here
-        #expect(withUnsafePointer(to: m) { qlm_qmatrix_xcodes_bytes($0) } == 24 + 64)
-        for k in 0..<64 {
-            let packed = Self.packSingle(bits: 3, index: k, value: 5)
-            var xs = [UInt8](repeating: 0xEE, count: 24 + 64)
-            packed.withUnsafeBufferPointer { codes in
-                m.codes = codes.baseAddress
-                withUnsafePointer(to: m) { qlm_qmatrix_xcodes_fill($0, &xs) }
-            }
-            var e = [UInt8](repeating: 0, count: 24 + 64)
-            for b in [3 * k, 3 * k + 2] { e[b / 8] |= 1 << (b % 8) }  // 5 = 0b101
-            #expect(xs == e, "weight \(k)")
-        }
-        // Other widths, and any path but AVX-512, make no copy.
-        m.bits = 4
-        #expect(withUnsafePointer(to: m) { qlm_qmatrix_xcodes_bytes($0) } == 0)
-        m.bits = 3
-        if qlm_isa_supported(QLM_ISA_AVX2) == 1 {
-            _ = qlm_isa_force(QLM_ISA_AVX2)
-            #expect(withUnsafePointer(to: m) { qlm_qmatrix_xcodes_bytes($0) } == 0)
-        }
-    }
-
-    /// The execution copy changes which kernel runs, never a bit of the result: every 3-bit format and
-    /// grouping, ragged shapes, permutation and outliers, every path, both activation modes.
-    @Test func executionCopyChangesNoBit() {
-        defer { Self.restoreDefaults() }
-        var rng = Rng(77)
-        var copies = 0
-        let cfgs = [Config(format: QLM_FMT_LUT, bits: 3, groupSize: nil)]
-            + [32, 64, 128, 192, 256, nil].map { Config(format: QLM_FMT_AFFINE, bits: 3, groupSize: $0) }
-        for cfg in cfgs {
-            for (rows, cols) in [(1, 31), (5, 64), (7, 100), (33, 576), (6, 1100)] {
-                for variant in 0..<4 {
-                    let p = Self.random(&rng, format: cfg.format, bits: 3, groupSize: cfg.groupSize, rows: rows, cols: cols,
-                                        perm: variant & 1 == 1, outliers: variant & 2 == 2)
-                    let plain = p.withoutExecutionCopy()
-                    #expect(plain.m.xcodes == nil)
-                    if p.m.xcodes != nil { copies += 1 }
-                    let x = rng.floats(cols)
-                    for isa in Self.supportedISAs {
-                        for act in [QLM_ACT_F32, QLM_ACT_I16] {
-                            qlm_qgemv_set_act(act)
-                            #expect(p.gemv(isa, x).map(\.bitPattern) == plain.gemv(isa, x).map(\.bitPattern),
-                                    "\(Self.name(isa)) act \(act.rawValue) \(cfg) \(rows)x\(cols) variant \(variant)")
-                        }
-                    }
-                }
-            }
-        }
-        // Where the active path reads the copy, the loader and these tests make one for every 3-bit matrix.
-        var m = qlm_qmatrix()
-        m.rows = 1; m.cols = 64; m.format = Int32(QLM_FMT_AFFINE.rawValue); m.bits = 3; m.group_size = 64
-        let expected = withUnsafePointer(to: m) { qlm_qmatrix_xcodes_layout($0) } == QLM_XLAYOUT_STREAM3 ? cfgs.count * 5 * 4 : 0
-        #expect(copies == expected)
     }
 
     @Test func layout1ConversionMatchesTheOldSpec() {

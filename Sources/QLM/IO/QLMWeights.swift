@@ -56,33 +56,9 @@ public final class PackedMatrix: @unchecked Sendable {
     public private(set) var m: qlm_qmatrix
     private let owners: [AnyObject]
 
-    /// Also makes the execution copy of the codes the active kernels decode faster, where one exists
-    /// (`qlm_qmatrix.xcodes`: today 3-bit codes for the AVX-512 VBMI integer kernel; 3/8 byte per
-    /// weight of memory, never written to files).
-    init(meta: PackedMatrixMeta, m: qlm_qmatrix, owners: [AnyObject], executionCopy: Bool = true) {
-        var m = m
-        var owners = owners
-        m.xcodes = nil
-        m.xlayout = 0
-        let n = executionCopy ? withUnsafePointer(to: m) { qlm_qmatrix_xcodes_bytes($0) } : 0
-        if n > 0 {
-            let copy = OwnedBytes(count: n)
-            let dst = copy.ptr.assumingMemoryBound(to: UInt8.self)
-            withUnsafePointer(to: m) { qlm_qmatrix_xcodes_fill($0, dst) }
-            m.xcodes = UnsafePointer(dst)
-            m.xlayout = withUnsafePointer(to: m) { qlm_qmatrix_xcodes_layout($0) }
-            owners.append(copy)
-        }
+    init(meta: PackedMatrixMeta, m: qlm_qmatrix, owners: [AnyObject]) {
         self.meta = meta; self.m = m; self.owners = owners
     }
-
-    /// The same matrix without an execution copy (tests: results must not change by a bit).
-    public func withoutExecutionCopy() -> PackedMatrix {
-        PackedMatrix(meta: meta, m: m, owners: owners, executionCopy: false)
-    }
-
-    /// True when the kernels read an execution copy of this matrix's codes.
-    public var hasExecutionCopy: Bool { m.xcodes != nil }
 
     public var rows: Int { meta.rows }
     public var cols: Int { meta.cols }
