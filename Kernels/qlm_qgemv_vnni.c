@@ -34,10 +34,11 @@
 // vpmultishiftqb (8 bits from 3·(j mod 8)) + a mask, or for LUT-3 a vpermb on the codebook repeated
 // every 8 bytes: no mask register (with a constant mask, layout 2's affine3 g128 ceiling rose 39 -> 45
 // Gw/s; through a GPR, no change). Ceiling affine3 g128 ~39 -> ~44 Gw/s, LUT-3 ~37.6 -> ~43, results
-// bit-identical; but in a decode step the kernel's cycles did not move (perf record -e cycles:u over
-// `qlm bench DIR -p 1 -n 256 -r 1 --threads 1`, RTN w3 g128: 2.02-2.06 G without, 1.93-2.15 G with;
-// LUT-3 2.0-2.18 / 2.1-2.26), while the copy cost +39 MB RSS (+26%) and doubled load time. The
-// ALU work it saves overlaps with the memory stalls of a weight stream. (A vpexpandb load instead of
+// bit-identical; but in a decode step the kernel's CPU time did not move beyond noise (perf record
+// over `qlm bench DIR -p 1 -n 256 -r 1 --threads 1`, 4 runs each, RTN w3 g128: 2.02-2.37 s without,
+// 1.93-2.21 s with, means 2.16 / 2.12; LUT-3 2.0-2.18 / 2.1-2.26; this VM has no cycle counter, perf
+// samples cpu-clock), while the copy cost +39 MB RSS (+26%) and doubled load time. Presumably the
+// ALU work it saves overlaps with the stalls of the weight stream. (A vpexpandb load instead of
 // the vpermb is microcoded on Zen 5: 12 Gw/s.)
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
