@@ -73,8 +73,8 @@ static int32_t qv_quad[4][16];
 // lanes and each superblock's high-bit mask into its lane's qwords, fields by shift + mask, the +4
 // masks by vpshufbitqmb (or vpshufb + vptestmb): interleaved ceiling runs affine3 g128 30-36 ->
 // 25 (22) Gw/s, LUT-3 29-31 -> 22 (21): 4.25 non-dot ops per superblock instead of ~2.)
-// The 8x8 bit matrix of each qword lane picks `width` bits from `shift` up. 4-bit: the low 256 bits take the low nibbles, the high 256 bits the high ones;
-// 2-bit: 128-bit lane k takes bits 2k, 2k+1.
+// The 8x8 bit matrix of each qword lane picks `width` bits from `shift` up. 4-bit: the low 256 bits
+// take the low nibbles, the high 256 bits the high ones; 2-bit: 128-bit lane k takes bits 2k, 2k+1.
 static uint64_t qv_gf4[8], qv_gf2[8];
 static uint64_t qv_bitfield(int shift, int width) {  // output bit i = input bit i + shift (i < width)
     uint64_t a = 0;

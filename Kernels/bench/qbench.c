@@ -479,11 +479,11 @@ static void run_ceiling(void) {
     static const qlm_isa isas[] = {QLM_ISA_AVX512, QLM_ISA_AVX512, QLM_ISA_AVX2, QLM_ISA_AVX2, QLM_ISA_NEON, QLM_ISA_SCALAR};
     static const int acts[] = {QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_I16, QLM_ACT_F32, QLM_ACT_F32, QLM_ACT_F32};
     const size_t npath = sizeof isas / sizeof isas[0];
+    char names[sizeof isas / sizeof isas[0]][32];  // as printed in the header and matched by QB_PATHS
     int use[sizeof isas / sizeof isas[0]];
     for (size_t i = 0; i < npath; i++) {
-        char nm[32];
-        snprintf(nm, sizeof nm, "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
-        use[i] = qlm_isa_supported(isas[i]) && (acts[i] != QLM_ACT_I16 || qlm_act_i16_supported()) && qb_path_selected(nm);
+        snprintf(names[i], sizeof names[i], "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
+        use[i] = qlm_isa_supported(isas[i]) && (acts[i] != QLM_ACT_I16 || qlm_act_i16_supported()) && qb_path_selected(names[i]);
     }
     qlm_set_threads(1);
     float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows), *scratch = NULL;
@@ -491,10 +491,7 @@ static void run_ceiling(void) {
     printf("# decode ceiling: 1 thread, %dx%d (L2-resident), thread CPU time; Gw/s = 1e9 weights/s\n", rows, cols);
     printf("%-13s", "format");
     for (size_t i = 0; i < npath; i++) {
-        if (!use[i]) continue;
-        char nm[32];
-        snprintf(nm, sizeof nm, "%s%s", qlm_isa_name(isas[i]), acts[i] == QLM_ACT_I16 ? "+i16" : "");
-        printf(" | %10s Gw/s   GB/s", nm);
+        if (use[i]) printf(" | %10s Gw/s   GB/s", names[i]);
     }
     printf("\n");
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {

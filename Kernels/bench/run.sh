@@ -5,12 +5,12 @@
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA (QB_SHAPE=576x576:
 #                                   another shape; QB_FORMATS as above; QB_PATHS="avx512+i16,avx2" limits the paths)
-# QB_CFLAGS adds compiler flags (experiments).
 #   Kernels/bench/run.sh check      C-level correctness sweep of every format/ISA vs the reference (integer-
 #                                   activation kernels: vs the reference on the activations they use)
 #   Kernels/bench/run.sh neon-check the same sweep for AArch64 (scalar + NEON), cross-compiled and
 #                                   run under qemu-aarch64 (needs libc6-dev-arm64-cross,
 #                                   libgcc-12-dev-arm64-cross, qemu-user; BLAS/OpenMP stubbed out)
+# QB_CFLAGS adds compiler flags to the x86 build (experiments, e.g. -DQLM_QPF_MIN=8192).
 # Needs clang, libopenblas-dev, libomp (LLVM 14's libomp.so.5). OPENBLAS_CORETYPE is left as set.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
