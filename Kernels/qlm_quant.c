@@ -732,6 +732,12 @@ void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta
             }
         return;
     }
+#if defined(__x86_64__) || defined(__i386__)
+    if (qlm_qgemv_act() == QLM_ACT_I16 && qlm_isa_active() == QLM_ISA_AVX512 && qlm_qgemm_i16_vnni_supported(m)) {
+        qlm_qgemm_i16_vnni(m, X, Y, T, beta);
+        return;
+    }
+#endif
     const int tr = qgemm_tile_rows(m);
     for (int r0 = 0; r0 < rows; r0 += tr) {
         const int r1 = r0 + tr < rows ? r0 + tr : rows;
@@ -739,6 +745,79 @@ void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta
         // Each tile owns the column block Y[:, r0:r1], so every tile applies the caller's beta.
         qlm_sgemm_nt(T, r1 - r0, cols, X, cols, tile, cols, Y + r0, rows, beta);
     }
+}
+
+int qlm_qgemm_i16_available(const qlm_qmatrix *m) {
+#if defined(__x86_64__) || defined(__i386__)
+    return qlm_qgemm_i16_vnni_supported(m);
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
+    if (T <= 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+    if (qlm_qgemm_i16_vnni_supported(m)) {
+        qlm_qgemm_i16_vnni(m, X, Y, T, beta);
+        return;
+    }
+#endif
+    qlm_qgemm_i16_ref(m, X, Y, T, beta);
+}
+
+// Portable twin of qlm_qgemm_i16_vnni: per token, the portable activation quantiser (same bytes as
+// the AVX-512 one); per row and segment the exact integer sum Σ q·xi = 128·Σ q·xh + Σ q·xl, then
+// f = fma(−z, Σ xi, (float)acc) and y = fma(s·d, f, y), segments in order.
+void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
+    const int rows = m->rows, cols = m->cols;
+    if (T <= 0 || rows <= 0 || cols <= 0) return;
+    const int cp = (cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK;
+    const int seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg;
+    const int ng = qlm_n_groups(m), gsz = ng > 1 ? m->group_size : cp;
+    const size_t rb = qlm_row_bytes(m->bits, cols);
+    float *xs = malloc(sizeof(float) * (size_t)cp), *d = malloc(sizeof(float) * (size_t)nseg);
+    int8_t *xh = malloc((size_t)cp), *xl = malloc((size_t)cp);
+    int *isum = malloc(sizeof(int) * (size_t)nseg);
+    uint8_t *q = malloc((size_t)rows * (size_t)cp);
+    if (!xs || !d || !xh || !xl || !isum || !q) {
+        fprintf(stderr, "qlm: out of memory in qlm_qgemm_i16_ref\n");
+        abort();
+    }
+    for (int r = 0; r < rows; r++) {
+        uint8_t *qr = q + (size_t)r * (size_t)cp;
+        qlm_unpack_codes(m->bits, m->codes + (size_t)r * rb, qr, 1, cp);
+        if (m->format == QLM_FMT_LUT)
+            for (int k = 0; k < cp; k++) qr[k] = m->lut[((size_t)r << m->bits) + qr[k]];
+    }
+    for (int t = 0; t < T; t++) {
+        const float *x = X + (size_t)t * (size_t)cols;
+        for (int j = 0; j < cols; j++) xs[j] = x[m->perm ? m->perm[j] : j];
+        for (int j = cols; j < cp; j++) xs[j] = 0.0f;
+        act_i16_prepare_ref(xs, cp, seg, xh, xl, d, isum);
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *qr = q + (size_t)r * (size_t)cp;
+            float o = 0.0f;
+            for (int s = 0; s < nseg; s++) {
+                const int k0 = s * seg, k1 = k0 + seg < cp ? k0 + seg : cp;
+                int32_t ah = 0, al = 0;
+                for (int k = k0; k < k1; k++) {
+                    ah += (int32_t)qr[k] * (int32_t)xh[k];
+                    al += (int32_t)qr[k] * (int32_t)xl[k];
+                }
+                int g = (int)((long long)s * seg / gsz);
+                if (g > ng - 1) g = ng - 1;
+                const float sc = qlm_f16_to_f32(m->scales[(size_t)r * (size_t)ng + (size_t)g]);
+                const float zc = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
+                const float f = fmaf(-zc, (float)isum[s], (float)(int32_t)((uint32_t)ah * 128u + (uint32_t)al));
+                o = fmaf(sc * d[s], f, o);
+            }
+            float *y = Y + (size_t)t * (size_t)rows + (size_t)r;
+            *y = beta == 0.0f ? o : o + beta * *y;
+        }
+    }
+    free(xs); free(d); free(xh); free(xl); free(isum); free(q);
 }
 
 // ---------------------------------------------------------------------------------------------

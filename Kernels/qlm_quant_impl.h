@@ -52,6 +52,9 @@ qlm_dqrow_fn qlm_dqrow_pick_avx2(const qlm_qmatrix *m);
 int qlm_cpu_has_vnni_gfni(void);
 qlm_qrows_fn qlm_qrows_pick_vnni(const qlm_qmatrix *m);  // NULL: no integer kernel for this matrix
 int qlm_act_i16_segment(const qlm_qmatrix *m);           // 128, 64 or 32 columns per activation scale
+// The prefill GEMM with integer activations (qlm_qgemm_vnni.c).
+int qlm_qgemm_i16_vnni_supported(const qlm_qmatrix *m);
+void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta);
 void qlm_act_i16_prepare_avx512(const float *xs, int cols_pad, int seg, int8_t *xh, int8_t *xl, float *d, int *isum);
 // Activation byte order the AVX-512 integer kernel for m expects: 1 = stored order, 2 = pairs of
 // superblocks swizzled (qlm_act_i16_swizzle), 4 = quads of superblocks swizzled.

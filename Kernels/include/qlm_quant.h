@@ -115,8 +115,21 @@ void qlm_qgemv_ref(const qlm_qmatrix *m, const float *x, float *y);
 
 // Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y): dequantizes row tiles into `tile` and calls sgemm.
 // `tile` holds at least qlm_qgemm_tile_floats(m) floats.
+// Under QLM_ACT_I16 on the AVX-512 path of a CPU with VNNI, affine and LUT matrices without
+// outliers take the integer path below instead (no tile is used then).
 size_t qlm_qgemm_tile_floats(const qlm_qmatrix *m);
 void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta, float *tile);
+
+// Prefill GEMM with integer activations (qlm_qgemm_vnni.c): each token's x is quantised exactly as
+// for the decode GEMV (QLM_ACT_I16 above) and multiplied with the code bytes by vpdpbusd, 32 rows ×
+// 6 tokens at a time; the result equals the f32 GEMM applied to x̂ up to rounding.
+int qlm_qgemm_i16_available(const qlm_qmatrix *m);  // this CPU has the kernel for m
+// Requires qlm_qgemm_i16_available(m); OpenMP over panels of 32 rows (results do not depend on the
+// thread count). Scratch is a grow-only per-thread buffer (T · cols · 2 bytes and a few KB per thread).
+void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta);
+// Its portable twin: the same integer sums and f32 operations in the same order (bit-identical),
+// single thread; for any affine or LUT matrix whose groups hold whole activation segments.
+void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta);
 
 // One table mapping each format to its functions (bits-independent entry points above dispatch
 // through it).

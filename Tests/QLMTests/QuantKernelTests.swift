@@ -660,6 +660,9 @@ final class QuantKernelTests: HoldsKernelState {
     // MARK: - Prefill GEMM
 
     @Test func qgemmMatchesReference() {
+        // The dequantised-tile path (f32 activations); the integer one is tested below.
+        qlm_qgemv_set_act(QLM_ACT_F32)
+        defer { Self.restoreDefaults() }
         var rng = Rng(31)
         // Small shapes (one tile) and one with several row tiles (tiles hold <= 2^20 floats).
         var cases: [(Config, Int, Int)] = []
@@ -695,6 +698,77 @@ final class QuantKernelTests: HoldsKernelState {
                     #expect(worst <= Self.tolerance(cols: cols), "\(cfg) \(rows)x\(cols) T=\(T) beta=\(beta): \(worst)")
                 }
             }
+        }
+    }
+
+    /// The integer-activation prefill GEMM (qlm_qgemm_vnni.c): bit-identical to its portable twin on
+    /// every affine/LUT format, ragged shapes, act-order, token counts that leave every register
+    /// block tail (T mod 6) and both betas; the twin equals the f32 product with x̂ (each token's
+    /// activations quantised as for the decode GEMV) up to rounding; results do not depend on the
+    /// thread count; and qlm_qgemm takes this path exactly when the activations are I16.
+    @Test func qgemmI16MatchesTwinAndReference() {
+        var rng = Rng(47)
+        var cfgs = Self.configs.filter { $0.format != QLM_FMT_F16 }
+        for b in [2, 4] { cfgs.append(Config(format: QLM_FMT_AFFINE, bits: b, groupSize: 256)) }
+        let simd = withUnsafePointer(to: Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 4, cols: 128).m) {
+            qlm_qgemm_i16_available($0) == 1
+        }
+        var simdRuns = 0
+        for cfg in cfgs {
+            for (rows, cols) in [(1, 16), (7, 31), (33, 130), (70, 576), (40, 1100)] {
+                let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows, cols: cols,
+                                    perm: rng.below(2) == 1)
+                let wd = p.expectedWeights(outliers: false)
+                for T in [1, 6, 11] {
+                    var X = rng.floats(T * cols)
+                    for _ in 0..<T { X[rng.below(T * cols)] *= 40 }  // a few large entries, as after RMSNorm
+                    for beta: Float in [0, 0.5] {
+                        let Y0 = rng.floats(T * rows)
+                        var yRef = Y0
+                        withUnsafePointer(to: p.m) { qlm_qgemm_i16_ref($0, X, &yRef, Int32(T), beta) }
+                        // Twin vs Σ w·x̂ in f64, relative to the size of the split terms (as for the GEMV).
+                        var worst = 0.0
+                        for t in 0..<T {
+                            let x = Array(X[(t * cols)..<((t + 1) * cols)])
+                            let xh = p.int16Activations(x), mag = p.splitMagnitude(x)
+                            for r in 0..<rows {
+                                var s = 0.0
+                                for j in 0..<cols { s += Double(wd[r * cols + j]) * Double(xh[j]) }
+                                let e = s + Double(beta) * Double(Y0[t * rows + r])
+                                let d = abs(Double(yRef[t * rows + r]) - e) / max(mag[r] + abs(Double(beta * Y0[t * rows + r])), 1e-30)
+                                worst = d.isNaN ? .infinity : max(worst, d)
+                            }
+                        }
+                        #expect(worst <= Self.tolerance(cols: cols) * 2, "\(cfg) \(rows)x\(cols) T=\(T) beta=\(beta): \(worst)")
+                        guard simd, withUnsafePointer(to: p.m, { qlm_qgemm_i16_available($0) }) == 1 else { continue }
+                        simdRuns += 1
+                        for threads: Int32 in [1, 2] {
+                            qlm_set_threads(threads)
+                            var y = Y0
+                            withUnsafePointer(to: p.m) { qlm_qgemm_i16($0, X, &y, Int32(T), beta) }
+                            #expect(y.map(\.bitPattern) == yRef.map(\.bitPattern), "\(cfg) \(rows)x\(cols) T=\(T) beta=\(beta) threads=\(threads)")
+                        }
+                        qlm_set_threads(0)
+                    }
+                }
+            }
+        }
+        if simd {
+            #expect(simdRuns > 200)
+            // The dispatcher: I16 activations on AVX-512 take the integer kernel, F32 the dequantised tiles.
+            let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 3, groupSize: 128, rows: 50, cols: 300, perm: true)
+            let T = 9, X = rng.floats(T * 300)
+            var yInt = [Float](repeating: 0, count: T * 50)
+            withUnsafePointer(to: p.m) { qlm_qgemm_i16($0, X, &yInt, Int32(T), 0) }
+            var tile = [Float](repeating: .nan, count: withUnsafePointer(to: p.m) { qlm_qgemm_tile_floats($0) })
+            for act in [QLM_ACT_I16, QLM_ACT_F32] {
+                qlm_qgemv_set_act(act)
+                _ = qlm_isa_force(QLM_ISA_AVX512)
+                var y = [Float](repeating: .nan, count: T * 50)
+                withUnsafePointer(to: p.m) { qlm_qgemm($0, X, &y, Int32(T), 0, &tile) }
+                #expect((y.map(\.bitPattern) == yInt.map(\.bitPattern)) == (act == QLM_ACT_I16), "\(act)")
+            }
+            Self.restoreDefaults()
         }
     }
 }

@@ -1,0 +1,243 @@
+// Prefill GEMM with 16-bit integer activations: Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y) for affine
+// and LUT matrices on AVX-512 VNNI (qlm_qgemm_i16 in qlm_quant.h).
+//
+// Why: the f32 path dequantises row tiles and calls sgemm, which runs at this machine's f32 FMA
+// peak (16 multiply-adds per instruction). Here the codes stay bytes and one vpdpbusd does 64 byte
+// products; with the activations split into two bytes (as in the decode GEMV, qlm_qgemv_vnni.c)
+// that is 32 multiply-adds per instruction, twice sgemm's.
+//
+// Activations: each token's x (stored column order, zero-padded to cols_pad) is quantised per
+// segment exactly as for the decode GEMV (qlm_act_i16_prepare: segments of qlm_act_i16_segment
+// columns, d = max|x| / 16383, xi = round(x / d) = 128·xh + xl), so prefill and decode multiply
+// W by the same x̂. Per token t, row r and segment s:
+//   acc  = Σ_k q[r,k]·xh[t,k]·128 + Σ_k q[r,k]·xl[t,k]      (exact in int32: |acc| < 2^30)
+//   f    = fma(−z[r,s], isum[t,s], (float)acc)               (zero point: Σ (q − z)·xi)
+//   y   += fma(s[r,s]·d[t,s], f, y)                          (f32, segments in order)
+// The portable twin (qlm_qgemm_i16_ref, qlm_quant.c) does the same operations in the same order,
+// so the two agree bit for bit; tests check that, and that both equal the f32 reference applied to
+// x̂ up to rounding.
+//
+// Weights: a panel of 32 rows is unpacked once (codes → bytes, LUT codes → codebook bytes) into
+// [cols_pad / 4][32 rows][4] bytes, so one 64-byte load holds 4 consecutive columns of 16 rows and
+// one vpdpbusd with a broadcast of 4 activation bytes adds them into 16 row sums; the panel (at
+// most 32 × 1536 bytes on this model) stays in L1/L2 while every token streams past it.
+// Register block: 6 tokens × 32 rows, high and low activation bytes in separate accumulators
+// (24 zmm), combined once per segment.
+#if defined(__x86_64__) || defined(__i386__)
+#include "qlm_quant_impl.h"
+#include "qlm_omp.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma STDC FP_CONTRACT OFF
+
+#define QG512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define QGINL __attribute__((always_inline)) static inline
+
+enum { QG_NR = 32, QG_MR = 6 };
+
+typedef int32_t qg_i32u __attribute__((aligned(1), may_alias));
+
+// One panel of QG_NR rows, unpacked.
+typedef struct {
+    uint8_t *codes;  // [cols_pad / 4][QG_NR][4] code bytes (LUT: codebook bytes); rows past the matrix: 0
+    float *sc, *zc;  // [nseg][QG_NR] scale and zero point of the group holding each segment (0 past the matrix)
+} qg_panel;
+
+// The activations of all T tokens, quantised (built once per call).
+typedef struct {
+    const int8_t *xh, *xl;  // [T][cols_pad]
+    const float *d;         // [T][nseg] segment scales
+    const float *sx;        // [T][nseg] Σ xi per segment, as float (exact: |Σ| < 2^23)
+    int cols_pad, seg, nseg;
+} qg_acts;
+
+// The 6·M token × 32 row block over all segments; out[t][0..31] receives the f32 sums.
+QG512 QGINL void qg_block(const int M, const qg_panel *p, const qg_acts *a, int t0, float *out) {
+    const int cp = a->cols_pad, seg = a->seg, nseg = a->nseg;
+    for (int i = 0; i < M * QG_NR; i++) out[i] = 0.0f;
+    const int8_t *xh[QG_MR], *xl[QG_MR];
+    for (int t = 0; t < M; t++) {
+        xh[t] = a->xh + (size_t)(t0 + t) * (size_t)cp;
+        xl[t] = a->xl + (size_t)(t0 + t) * (size_t)cp;
+    }
+    for (int s = 0; s < nseg; s++) {
+        const int k0 = s * seg, k1 = k0 + seg < cp ? k0 + seg : cp;
+        __m512i ah[QG_MR][2], al[QG_MR][2];
+        for (int t = 0; t < M; t++) ah[t][0] = ah[t][1] = al[t][0] = al[t][1] = _mm512_setzero_si512();
+        const uint8_t *w = p->codes + (size_t)k0 * QG_NR;
+        for (int k = k0; k < k1; k += 4, w += 4 * QG_NR) {
+            const __m512i w0 = _mm512_load_si512((const void *)w), w1 = _mm512_load_si512((const void *)(w + 64));
+            for (int t = 0; t < M; t++) {
+                const __m512i bh = _mm512_set1_epi32(*(const qg_i32u *)(xh[t] + k));
+                ah[t][0] = _mm512_dpbusd_epi32(ah[t][0], w0, bh);
+                ah[t][1] = _mm512_dpbusd_epi32(ah[t][1], w1, bh);
+                const __m512i bl = _mm512_set1_epi32(*(const qg_i32u *)(xl[t] + k));
+                al[t][0] = _mm512_dpbusd_epi32(al[t][0], w0, bl);
+                al[t][1] = _mm512_dpbusd_epi32(al[t][1], w1, bl);
+            }
+        }
+        const float *sc = p->sc + (size_t)s * QG_NR, *zc = p->zc + (size_t)s * QG_NR;
+        for (int v = 0; v < 2; v++) {
+            const __m512 sv = _mm512_loadu_ps(sc + 16 * v), zv = _mm512_loadu_ps(zc + 16 * v);
+            for (int t = 0; t < M; t++) {
+                const size_t ds = (size_t)(t0 + t) * (size_t)nseg + (size_t)s;
+                const __m512i acc = _mm512_add_epi32(_mm512_slli_epi32(ah[t][v], 7), al[t][v]);
+                const __m512 f = _mm512_fnmadd_ps(zv, _mm512_set1_ps(a->sx[ds]), _mm512_cvtepi32_ps(acc));
+                const __m512 sd = _mm512_mul_ps(sv, _mm512_set1_ps(a->d[ds]));
+                float *o = out + t * QG_NR + 16 * v;
+                _mm512_storeu_ps(o, _mm512_fmadd_ps(sd, f, _mm512_loadu_ps(o)));
+            }
+        }
+    }
+}
+
+// Unpacks rows [r0, r0 + 32) of m into the panel (rows past the matrix: zero codes and scales).
+// `row` holds cols_pad bytes.
+static void qg_fill_panel(const qlm_qmatrix *m, int r0, const qg_acts *a, qg_panel *p, uint8_t *row) {
+    const int cp = a->cols_pad, seg = a->seg, nseg = a->nseg;
+    const size_t rb = qlm_row_bytes(m->bits, m->cols);
+    const int ng = qlm_n_groups(m);
+    const int gsz = ng > 1 ? m->group_size : cp;
+    for (int i = 0; i < QG_NR; i++) {
+        const int r = r0 + i;
+        if (r >= m->rows) {
+            for (int k = 0; k < cp; k += 4) memset(p->codes + (size_t)k * QG_NR + 4 * i, 0, 4);
+            for (int s = 0; s < nseg; s++) p->sc[s * QG_NR + i] = p->zc[s * QG_NR + i] = 0.0f;
+            continue;
+        }
+        qlm_unpack_codes(m->bits, m->codes + (size_t)r * rb, row, 1, cp);
+        if (m->format == QLM_FMT_LUT) {
+            const uint8_t *l = m->lut + ((size_t)r << m->bits);
+            for (int k = 0; k < cp; k++) row[k] = l[row[k]];
+        }
+        for (int k = 0; k < cp; k += 4) memcpy(p->codes + (size_t)k * QG_NR + 4 * i, row + k, 4);
+        for (int s = 0; s < nseg; s++) {
+            int g = (int)((long long)s * seg / gsz);
+            if (g > ng - 1) g = ng - 1;  // the last group also covers the padding
+            p->sc[s * QG_NR + i] = qlm_f16_to_f32(m->scales[(size_t)r * (size_t)ng + (size_t)g]);
+            p->zc[s * QG_NR + i] = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
+        }
+    }
+}
+
+// Grow-only per-thread buffers: prefill calls this ~7 times per layer, and re-allocating megabytes
+// each time costs page faults. Never freed (bounded by the largest call a thread has made).
+static _Thread_local void *qg_buf;
+static _Thread_local size_t qg_cap;
+static void *qg_scratch(size_t bytes) {
+    if (bytes > qg_cap) {
+        free(qg_buf);
+        qg_buf = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        qg_cap = qg_buf ? bytes : 0;
+    }
+    return qg_buf;
+}
+
+// One panel against every token. Its own function: the OpenMP region below is outlined by the
+// compiler without this file's target attributes, so the AVX-512 code must not be inlined into it.
+QG512 __attribute__((noinline)) static void qg_panel_all_tokens(const qlm_qmatrix *m, const qg_acts *a, qg_panel *p,
+                                                                  uint8_t *row, int r0, float *Y, int T, float beta) {
+    const int rows = m->rows, nr = rows - r0 < QG_NR ? rows - r0 : QG_NR;
+    float out[QG_MR * QG_NR];
+    qg_fill_panel(m, r0, a, p, row);
+    for (int t0 = 0; t0 < T; t0 += QG_MR) {
+        const int M = T - t0 < QG_MR ? T - t0 : QG_MR;
+        switch (M) {
+        case 6: qg_block(6, p, a, t0, out); break;
+        case 5: qg_block(5, p, a, t0, out); break;
+        case 4: qg_block(4, p, a, t0, out); break;
+        case 3: qg_block(3, p, a, t0, out); break;
+        case 2: qg_block(2, p, a, t0, out); break;
+        default: qg_block(1, p, a, t0, out); break;
+        }
+        for (int t = 0; t < M; t++) {
+            float *y = Y + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+            const float *o = out + t * QG_NR;
+            if (beta == 0.0f)
+                for (int i = 0; i < nr; i++) y[i] = o[i];
+            else
+                for (int i = 0; i < nr; i++) y[i] = o[i] + beta * y[i];
+        }
+    }
+}
+
+int qlm_qgemm_i16_vnni_supported(const qlm_qmatrix *m) {
+    if (!qlm_cpu_has_vnni_gfni()) return 0;
+    if (m->format != QLM_FMT_AFFINE && m->format != QLM_FMT_LUT) return 0;
+    if (m->n_outliers > 0) return 0;  // outlier matrices keep the dequantise + sgemm path
+    if (m->rows <= 0 || m->cols <= 0) return 0;
+    // Segments must not straddle groups (as for the decode kernels).
+    return qlm_n_groups(m) <= 1 || m->group_size % qlm_act_i16_segment(m) == 0;
+}
+
+void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
+    const int rows = m->rows, cols = m->cols;
+    const int cp = (int)((cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK);
+    const int seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg;
+    int nth = 1;
+#ifdef _OPENMP
+    // Threads share panels of 32 rows; below ~2^20 multiply-adds one thread is faster.
+    if (!omp_in_parallel() && (double)T * (double)rows * (double)cols >= (double)(1 << 20)) {
+        nth = qlm_get_threads();
+        if (nth > (rows + QG_NR - 1) / QG_NR) nth = (rows + QG_NR - 1) / QG_NR;
+        if (nth < 1) nth = 1;
+    }
+#endif
+    // Layout of the calling thread's scratch: xh, xl [T][cp]; d, sx [T][nseg]; then per worker:
+    // xs [cp] floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked row [cp].
+    const size_t act_bytes = (size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8;
+    const size_t wk_bytes = ((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 255) & ~(size_t)63;
+    uint8_t *buf = (uint8_t *)qg_scratch(((act_bytes + 63) & ~(size_t)63) + (size_t)nth * wk_bytes);
+    if (!buf) {  // out of memory: the caller's f32 path still works
+        qlm_qgemm_i16_ref(m, X, Y, T, beta);
+        return;
+    }
+    int8_t *xh = (int8_t *)buf, *xl = xh + (size_t)T * (size_t)cp;
+    float *d = (float *)(void *)(xl + (size_t)T * (size_t)cp), *sx = d + (size_t)T * (size_t)nseg;
+    uint8_t *wbase = buf + ((act_bytes + 63) & ~(size_t)63);
+    const qg_acts a = {xh, xl, d, sx, cp, seg, nseg};
+    const int npanels = (rows + QG_NR - 1) / QG_NR;
+    _Atomic int next = 0;
+#pragma omp parallel num_threads(nth)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        uint8_t *wk = wbase + (size_t)tid * wk_bytes;
+        float *xs = (float *)(void *)wk;
+        qg_panel p = {wk + (size_t)cp * 4, NULL, NULL};
+        p.sc = (float *)(void *)(p.codes + (size_t)cp * QG_NR);
+        p.zc = p.sc + (size_t)nseg * QG_NR;
+        uint8_t *row = (uint8_t *)(p.zc + (size_t)nseg * QG_NR);
+        // 1. Quantise every token's activations (stored column order, padded).
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const float *x = X + (size_t)t * (size_t)cols;
+            if (m->perm)
+                for (int j = 0; j < cols; j++) xs[j] = x[m->perm[j]];
+            else
+                memcpy(xs, x, (size_t)cols * sizeof(float));
+            for (int j = cols; j < cp; j++) xs[j] = 0.0f;
+            // The integer segment sums land in sx and are converted to float in place.
+            float *sxt = sx + (size_t)t * (size_t)nseg;
+            qlm_act_i16_prepare_avx512(xs, cp, seg, xh + (size_t)t * (size_t)cp, xl + (size_t)t * (size_t)cp,
+                                       d + (size_t)t * (size_t)nseg, (int *)(void *)sxt);
+            for (int s = 0; s < nseg; s++) {
+                int v;
+                memcpy(&v, sxt + s, sizeof v);
+                sxt[s] = (float)v;
+            }
+        }
+        // 2. Panels of 32 rows: unpack once, then every token.
+        // Handed out one at a time (a hand-rolled dynamic schedule: clang's schedule(dynamic) needs a
+        // newer libomp than LLVM 14's), so a thread slowed by other load takes fewer.
+        for (int pi; (pi = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < npanels;)
+            qg_panel_all_tokens(m, &a, &p, row, pi * QG_NR, Y, T, beta);
+    }
+}
+#endif
