@@ -2,13 +2,17 @@
 // These are small next to the GEMVs (decode) and GEMMs (prefill); they are written plainly so
 // the compiler vectorises them, and parallelised over rows/heads where that pays.
 #include "qlm_kernels.h"
+#include "qlm_omp.h"
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef __APPLE__
 #include <Accelerate/Accelerate.h>
 #else
 #include <cblas.h>
+void openblas_set_num_threads(int);
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -453,43 +457,89 @@ static void attend_decode(const float *q, const void *kcache, const void *vcache
     }
 }
 
-void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
-                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+// Prefill attention of KV head g over queries [t0, t0 + tc): the group's query heads packed as
+// rows of one GEMM against the visible keys, causal softmax, one GEMM against the values.
+// `scratch` holds qlm_attention_scratch_floats(T, ...) floats.
+static void attend_chunk(const float *q, const float *kcache, const float *vcache, float *out, int g, int t0, int tc,
+                         int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
     const int group = n_heads / n_kv_heads;
     const int qstride = n_heads * head_dim;   // row stride of q and out
     const int kvstride = n_kv_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
+    const float *K = kcache + (size_t)g * head_dim;
+    const float *V = vcache + (size_t)g * head_dim;
+    const int rows = group * tc;          // packed row r = head (r / tc), query t0 + r % tc
+    const int n_keys = pos0 + t0 + tc;    // keys visible to the last query of the chunk
+    float *S = scratch;                                   // [rows, n_keys]
+    float *Qp = S + (size_t)rows * n_keys;                // [rows, hd]
+    float *Op = Qp + (size_t)rows * head_dim;             // [rows, hd]
+    for (int r = 0; r < rows; r++) {
+        const int h = g * group + r / tc, t = t0 + r % tc;
+        memcpy(Qp + (size_t)r * head_dim, q + (size_t)t * qstride + (size_t)h * head_dim, sizeof(float) * head_dim);
+    }
+    qlm_sgemm_nt(rows, n_keys, head_dim, Qp, head_dim, K, kvstride, S, n_keys, 0.0f);
+    for (int r = 0; r < rows; r++) {
+        float *row = S + (size_t)r * n_keys;
+        const int valid = pos0 + t0 + r % tc + 1;
+        causal_softmax_row(row, valid, scale);
+        memset(row + valid, 0, sizeof(float) * (size_t)(n_keys - valid));
+    }
+    qlm_sgemm_nn(rows, head_dim, n_keys, S, n_keys, V, kvstride, Op, head_dim, 0.0f);
+    for (int r = 0; r < rows; r++) {
+        const int h = g * group + r / tc, t = t0 + r % tc;
+        memcpy(out + (size_t)t * qstride + (size_t)h * head_dim, Op + (size_t)r * head_dim, sizeof(float) * head_dim);
+    }
+}
 
+// Grow-only scratch of the calling thread for the other threads' prefill attention chunks.
+static _Thread_local float *g_attn_extra;
+static _Thread_local size_t g_attn_extra_floats;
+
+void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
+                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
     if (T >= QLM_ATTN_BLAS_MIN_T) {
-        for (int g = 0; g < n_kv_heads; g++) {
-            const float *K = kcache + (size_t)g * head_dim;
-            const float *V = vcache + (size_t)g * head_dim;
-            for (int t0 = 0; t0 < T; t0 += QLM_ATTN_CHUNK) {
-                const int tc = (T - t0) < QLM_ATTN_CHUNK ? (T - t0) : QLM_ATTN_CHUNK;
-                const int rows = group * tc;          // packed row r = head (r / tc), query t0 + r % tc
-                const int n_keys = pos0 + t0 + tc;    // keys visible to the last query of the chunk
-                float *S = scratch;                                   // [rows, n_keys]
-                float *Qp = S + (size_t)rows * n_keys;                // [rows, hd]
-                float *Op = Qp + (size_t)rows * head_dim;             // [rows, hd]
-                for (int r = 0; r < rows; r++) {
-                    const int h = g * group + r / tc, t = t0 + r % tc;
-                    memcpy(Qp + (size_t)r * head_dim, q + (size_t)t * qstride + (size_t)h * head_dim, sizeof(float) * head_dim);
-                }
-                qlm_sgemm_nt(rows, n_keys, head_dim, Qp, head_dim, K, kvstride, S, n_keys, 0.0f);
-                for (int r = 0; r < rows; r++) {
-                    float *row = S + (size_t)r * n_keys;
-                    const int valid = pos0 + t0 + r % tc + 1;
-                    causal_softmax_row(row, valid, scale);
-                    memset(row + valid, 0, sizeof(float) * (size_t)(n_keys - valid));
-                }
-                qlm_sgemm_nn(rows, head_dim, n_keys, S, n_keys, V, kvstride, Op, head_dim, 0.0f);
-                for (int r = 0; r < rows; r++) {
-                    const int h = g * group + r / tc, t = t0 + r % tc;
-                    memcpy(out + (size_t)t * qstride + (size_t)h * head_dim, Op + (size_t)r * head_dim, sizeof(float) * head_dim);
-                }
+        const int nchunks = (T + QLM_ATTN_CHUNK - 1) / QLM_ATTN_CHUNK, ntasks = n_kv_heads * nchunks;
+        int nt = 1;
+#if defined(_OPENMP) && defined(__linux__)
+        if (!omp_in_parallel()) nt = qlm_get_threads();
+        if (nt > ntasks) nt = ntasks;
+        const size_t per = qlm_attention_scratch_floats(T, pos0 + T, n_heads, n_kv_heads, head_dim);
+        if (nt > 1 && g_attn_extra_floats < per * (size_t)(nt - 1)) {
+            free(g_attn_extra);
+            g_attn_extra = malloc(sizeof(float) * per * (size_t)(nt - 1));
+            g_attn_extra_floats = g_attn_extra ? per * (size_t)(nt - 1) : 0;
+            if (!g_attn_extra) nt = 1;
+        }
+#endif
+        if (nt <= 1) {
+            for (int g = 0; g < n_kv_heads; g++)
+                for (int t0 = 0; t0 < T; t0 += QLM_ATTN_CHUNK)
+                    attend_chunk(q, kcache, vcache, out, g, t0, T - t0 < QLM_ATTN_CHUNK ? T - t0 : QLM_ATTN_CHUNK,
+                                 pos0, n_heads, n_kv_heads, head_dim, scratch);
+            return;
+        }
+#if defined(_OPENMP) && defined(__linux__)
+        // (KV head, query chunk) tasks on the OpenMP threads, each with a single-threaded sgemm: the
+        // chunks are small GEMMs that OpenBLAS's own threads split poorly, the softmax between them
+        // then runs in parallel too, and the prefill's other kernels (the packed GEMMs) are OpenMP,
+        // so the two thread pools no longer take turns spinning (perf: ~20% of a 2-thread prefill's
+        // samples were spin-waits and sched_yield). Later chunks see more keys: they go first.
+        openblas_set_num_threads(1);
+        _Atomic int next = 0;
+        float *const extra = g_attn_extra;  // the workers' own copies of the thread-local are not this one
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num();
+            float *sc = tid == 0 ? scratch : extra + per * (size_t)(tid - 1);
+            for (int i; (i = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < ntasks;) {
+                const int c = nchunks - 1 - i / n_kv_heads, g = i % n_kv_heads, t0 = c * QLM_ATTN_CHUNK;
+                attend_chunk(q, kcache, vcache, out, g, t0, T - t0 < QLM_ATTN_CHUNK ? T - t0 : QLM_ATTN_CHUNK, pos0,
+                             n_heads, n_kv_heads, head_dim, sc);
             }
         }
+        openblas_set_num_threads(qlm_get_threads());
         return;
+#endif
     }
 
     attend_decode(q, kcache, vcache, out, T, pos0, n_heads, n_kv_heads, head_dim, scratch, 0);

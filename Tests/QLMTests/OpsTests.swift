@@ -74,15 +74,21 @@ final class OpsTests: HoldsKernelState {
         var rng = SeededRNG(seed: UInt64(heads * 100 + hd))
         for isa in Self.isas {
             withISA(isa) {
-                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (4, 60), (1, 300), (20, 0), (300, 0), (33, 270)] {
+                // Prefill (T >= 16) runs (KV head, 256-query chunk) tasks on the OpenMP threads with
+                // per-thread scratch: 1 and 3 threads, and T = 600 for three chunks of unequal size.
+                for (T, pos0) in [(1, 0), (1, 37), (3, 5), (4, 60), (1, 300), (20, 0), (300, 0), (33, 270), (600, 10)] {
                     let ctx = pos0 + T
                     let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng), v = random(ctx * kvHeads * hd, &rng)
                     let ref = referenceAttention(q: q, k: k, v: v, T: T, pos0: pos0, heads: heads, kvHeads: kvHeads, hd: hd)
-                    var out = [Float](repeating: .nan, count: T * heads * hd)
-                    var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
-                    qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &scratch)
-                    let err = zip(out, ref).map { abs($0 - $1) }.max()!
-                    #expect(err < 1e-4, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd): \(err)")
+                    for threads: Int32 in [1, 3] {
+                        qlm_set_threads(threads)
+                        var out = [Float](repeating: .nan, count: T * heads * hd)
+                        var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                        qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &scratch)
+                        let err = zip(out, ref).map { abs($0 - $1) }.max()!
+                        #expect(err < 1e-4, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd) threads \(threads): \(err)")
+                    }
+                    qlm_set_threads(0)
                 }
             }
         }
