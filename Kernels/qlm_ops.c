@@ -496,12 +496,12 @@ static _Thread_local float *g_attn_extra;
 static _Thread_local size_t g_attn_extra_floats;
 
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
-                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch, int omp_tasks) {
     if (T >= QLM_ATTN_BLAS_MIN_T) {
         const int nchunks = (T + QLM_ATTN_CHUNK - 1) / QLM_ATTN_CHUNK, ntasks = n_kv_heads * nchunks;
         int nt = 1;
 #if defined(_OPENMP) && defined(__linux__)
-        if (!omp_in_parallel()) nt = qlm_get_threads();
+        if (omp_tasks && !omp_in_parallel()) nt = qlm_get_threads();
         if (nt > ntasks) nt = ntasks;
         const size_t per = qlm_attention_scratch_floats(T, pos0 + T, n_heads, n_kv_heads, head_dim);
         if (nt > 1 && g_attn_extra_floats < per * (size_t)(nt - 1)) {
@@ -519,11 +519,13 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
             return;
         }
 #if defined(_OPENMP) && defined(__linux__)
-        // (KV head, query chunk) tasks on the OpenMP threads, each with a single-threaded sgemm: the
-        // chunks are small GEMMs that OpenBLAS's own threads split poorly, the softmax between them
-        // then runs in parallel too, and the prefill's other kernels (the packed GEMMs) are OpenMP,
-        // so the two thread pools no longer take turns spinning (perf: ~20% of a 2-thread prefill's
-        // samples were spin-waits and sched_yield). Later chunks see more keys: they go first.
+        // omp_tasks: (KV head, query chunk) tasks on the OpenMP threads, each with a single-threaded
+        // sgemm. For callers whose linears run on OpenMP (the integer GEMMs): the softmax between
+        // the GEMMs then runs in parallel too, and the two thread pools no longer take turns
+        // spinning (perf: ~20% of a 2-thread prefill's samples were spin-waits and sched_yield);
+        // w4 g128 prefill 512 at 2 threads 620-819 -> 836-986 tok/s. Where the linears are
+        // OpenBLAS sgemm (f32 weights, dequantised tiles) the chunks stay on OpenBLAS's threads:
+        // there the same change cost ~15%. Later chunks see more keys: they go first.
         openblas_set_num_threads(1);
         _Atomic int next = 0;
         float *const extra = g_attn_extra;  // the workers' own copies of the thread-local are not this one
@@ -551,7 +553,7 @@ size_t qlm_attention_kv16_scratch_floats(int T, int n_ctx, int n_heads, int n_kv
 }
 
 void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *vcache, float *out,
-                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch, int omp_tasks) {
     const int n_ctx = pos0 + T, kvstride = n_kv_heads * head_dim;
     if (T >= QLM_ATTN_BLAS_MIN_T) {
         // Prefill: widen the visible cache once and reuse the BLAS path (the conversion reads each
@@ -559,7 +561,7 @@ void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *
         float *kf = scratch, *vf = kf + (size_t)n_ctx * (size_t)kvstride;
         qlm_dequant_f16(kcache, kf, (size_t)n_ctx * (size_t)kvstride);
         qlm_dequant_f16(vcache, vf, (size_t)n_ctx * (size_t)kvstride);
-        qlm_attention(q, kf, vf, out, T, pos0, n_heads, n_kv_heads, head_dim, vf + (size_t)n_ctx * (size_t)kvstride);
+        qlm_attention(q, kf, vf, out, T, pos0, n_heads, n_kv_heads, head_dim, vf + (size_t)n_ctx * (size_t)kvstride, omp_tasks);
         return;
     }
     attend_decode(q, kcache, vcache, out, T, pos0, n_heads, n_kv_heads, head_dim, scratch, 1);

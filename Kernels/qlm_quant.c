@@ -733,7 +733,7 @@ void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta
         return;
     }
 #if defined(__x86_64__) || defined(__i386__)
-    if (qlm_qgemv_act() == QLM_ACT_I16 && qlm_isa_active() == QLM_ISA_AVX512 && qlm_qgemm_i16_vnni_supported(m)) {
+    if (qlm_qgemm_uses_i16(m)) {
         qlm_qgemm_i16_vnni(m, X, Y, T, beta);
         return;
     }
@@ -754,6 +754,10 @@ int qlm_qgemm_i16_available(const qlm_qmatrix *m) {
     (void)m;
     return 0;
 #endif
+}
+
+int qlm_qgemm_uses_i16(const qlm_qmatrix *m) {
+    return qlm_qgemv_act() == QLM_ACT_I16 && qlm_isa_active() == QLM_ISA_AVX512 && qlm_qgemm_i16_available(m);
 }
 
 void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {

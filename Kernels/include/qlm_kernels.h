@@ -119,15 +119,19 @@ void qlm_softmax(float *x, int n);
 //   q[T, n_heads*hd], kcache/vcache[max_seq, n_kv*hd] (row stride n_kv*hd), out[T, n_heads*hd],
 //   scratch: at least qlm_attention_scratch_floats(T, pos0+T, n_heads) floats.
 // Uses BLAS for long prefills and a fused per-head loop for decode (T small).
+// omp_tasks (prefill): 1 runs the (KV head, 256-query chunk) GEMM pairs as tasks on the OpenMP
+// threads, each sgemm single-threaded — for callers whose linears also run on OpenMP (the packed
+// integer GEMMs, qlm_qgemm_uses_i16); 0 runs them in order on OpenBLAS's threads (linears that are
+// sgemm). Either way the result does not depend on it beyond summation order.
 size_t qlm_attention_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim);
 void qlm_attention(const float *q, const float *kcache, const float *vcache, float *out,
-                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
+                   int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch, int omp_tasks);
 // The same over an f16 KV cache (rows of n_kv*hd halves; fill with qlm_quant_f16): equals
 // qlm_attention on the f32 values of the cached halves up to summation order. Decode reads the
 // halves directly (half the bytes of an f32 cache); prefill widens the visible rows into scratch.
 size_t qlm_attention_kv16_scratch_floats(int T, int n_ctx, int n_heads, int n_kv_heads, int head_dim);
 void qlm_attention_kv16(const float *q, const uint16_t *kcache, const uint16_t *vcache, float *out,
-                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
+                        int T, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch, int omp_tasks);
 
 // log-softmax helpers for perplexity: returns logsumexp(x[0..n)) - x[target].
 double qlm_nll_from_logits(const float *logits, int n, int target);

@@ -124,6 +124,9 @@ void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta
 // for the decode GEMV (QLM_ACT_I16 above) and multiplied with the code bytes by vpdpbusd, 32 rows ×
 // 6 tokens at a time; the result equals the f32 GEMM applied to x̂ up to rounding.
 int qlm_qgemm_i16_available(const qlm_qmatrix *m);  // this CPU has the kernel for m
+// 1 when qlm_qgemm(m, ...) takes it now (activations I16, AVX-512 path active, kernel available):
+// the GEMM then runs on the OpenMP threads instead of OpenBLAS's (see qlm_attention's omp_tasks).
+int qlm_qgemm_uses_i16(const qlm_qmatrix *m);
 // Requires qlm_qgemm_i16_available(m); OpenMP over panels of 32 rows (results do not depend on the
 // thread count). Scratch is a grow-only per-thread buffer (T · cols · 2 bytes and a few KB per thread).
 void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta);

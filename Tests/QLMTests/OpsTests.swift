@@ -75,18 +75,21 @@ final class OpsTests: HoldsKernelState {
         for isa in Self.isas {
             withISA(isa) {
                 // Prefill (T >= 16) runs (KV head, 256-query chunk) tasks on the OpenMP threads with
-                // per-thread scratch: 1 and 3 threads, and T = 600 for three chunks of unequal size.
+                // per-thread scratch (omp_tasks = 1) or in order on OpenBLAS (0): 1 and 3 threads, and T = 600
+                // for three chunks of unequal size.
                 for (T, pos0) in [(1, 0), (1, 37), (3, 5), (4, 60), (1, 300), (20, 0), (300, 0), (33, 270), (600, 10)] {
                     let ctx = pos0 + T
                     let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng), v = random(ctx * kvHeads * hd, &rng)
                     let ref = referenceAttention(q: q, k: k, v: v, T: T, pos0: pos0, heads: heads, kvHeads: kvHeads, hd: hd)
                     for threads: Int32 in [1, 3] {
                         qlm_set_threads(threads)
-                        var out = [Float](repeating: .nan, count: T * heads * hd)
-                        var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
-                        qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &scratch)
-                        let err = zip(out, ref).map { abs($0 - $1) }.max()!
-                        #expect(err < 1e-4, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd) threads \(threads): \(err)")
+                        for ompTasks: Int32 in [0, 1] {
+                            var out = [Float](repeating: .nan, count: T * heads * hd)
+                            var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                            qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &scratch, ompTasks)
+                            let err = zip(out, ref).map { abs($0 - $1) }.max()!
+                            #expect(err < 1e-4, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd) threads \(threads) omp \(ompTasks): \(err)")
+                        }
                     }
                     qlm_set_threads(0)
                 }
@@ -110,9 +113,9 @@ final class OpsTests: HoldsKernelState {
                     let kh = k16.map { qlm_f16_to_f32($0) }, vh = v16.map { qlm_f16_to_f32($0) }
                     var ref = [Float](repeating: .nan, count: T * heads * hd), out = ref
                     var s32 = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
-                    qlm_attention(q, kh, vh, &ref, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s32)
+                    qlm_attention(q, kh, vh, &ref, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s32, 0)
                     var s16 = [Float](repeating: 0, count: qlm_attention_kv16_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
-                    qlm_attention_kv16(q, k16, v16, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s16)
+                    qlm_attention_kv16(q, k16, v16, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s16, 1)
                     let err = zip(out, ref).map { abs($0 - $1) }.max()!
                     #expect(err < 1e-5, "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd): \(err)")
                     // And against the naive f32 attention on the unrounded cache: off by the f16 rounding only.

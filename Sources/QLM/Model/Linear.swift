@@ -65,6 +65,14 @@ public final class Linear: @unchecked Sendable {
         }
     }
 
+    /// Whether `gemm` runs on the OpenMP threads (the packed integer GEMM) rather than OpenBLAS's.
+    public var gemmRunsOnOpenMP: Bool {
+        switch storage {
+        case .f32: return false
+        case let .packed(p): return withUnsafePointer(to: p.m) { qlm_qgemm_uses_i16($0) } == 1
+        }
+    }
+
     /// Row r as f32 (embedding lookup).
     @inline(__always)
     public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {

@@ -142,6 +142,8 @@ public final class InferenceSession: @unchecked Sendable {
             w.embed.copyRow(Int(id), into: x.ptr + t * d)
         }
         for (l, L) in w.layers.enumerated() {
+            // Attention on the thread pool the layer's linears use (see qlm_attention).
+            let ompTasks: Int32 = L.wq.gemmRunsOnOpenMP ? 1 : 0
             // Attention block. K and V go straight into their f32 cache rows (f16 cache: rounded in
             // once they are final).
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.attnNorm.ptr, Int32(T), Int32(d), eps)
@@ -157,10 +159,10 @@ public final class InferenceSession: @unchecked Sendable {
                 qlm_quant_f16(kRows, kcache16[l].ptr + pos0 * kvd, T * kvd)
                 qlm_quant_f16(vRows, vcache16[l].ptr + pos0 * kvd, T * kvd)
                 qlm_attention_kv16(q.ptr, kcache16[l].ptr, vcache16[l].ptr, att.ptr, Int32(T), Int32(pos0),
-                                   Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+                                   Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr, ompTasks)
             } else {
                 qlm_attention(q.ptr, kcache[l].ptr, vcache[l].ptr, att.ptr, Int32(T), Int32(pos0),
-                              Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr)
+                              Int32(c.numHeads), Int32(c.numKVHeads), Int32(c.headDim), attnScratch.ptr, ompTasks)
             }
             addProjection(L.wo, input: att.ptr, T: T)
 

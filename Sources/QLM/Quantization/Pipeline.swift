@@ -247,7 +247,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
                     qlm_rope(qs, Int32(L), Int32(c.numHeads), Int32(c.headDim), buf.ropeCos.ptr, buf.ropeSin.ptr)
                     qlm_rope(ks, Int32(L), Int32(c.numKVHeads), Int32(c.headDim), buf.ropeCos.ptr, buf.ropeSin.ptr)
                     qlm_attention(qs, ks, vs, buf.att.ptr + s * L * c.qDim, Int32(L), 0, Int32(c.numHeads), Int32(c.numKVHeads),
-                                  Int32(c.headDim), buf.attnScratch.ptr)
+                                  Int32(c.headDim), buf.attnScratch.ptr, 0)  // the linears here are sgemm
                 }
             }
             try inputs(1, buf.att.ptr, cols: c.qDim)
