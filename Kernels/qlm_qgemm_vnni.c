@@ -1,5 +1,6 @@
 // Prefill GEMM with 16-bit integer activations: Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y) for affine
-// and LUT matrices on AVX-512 VNNI (qlm_qgemm_i16 in qlm_quant.h).
+// and LUT matrices on AVX-512 VNNI (qlm_qgemm_i16 in qlm_quant.h). Outliers (CSR) are summed per
+// row with the exact x, in CSR order, 16 tokens per vector (qg_outlier_sums), and added to the sums.
 //
 // Why: the f32 path dequantises row tiles and calls sgemm, which runs at this machine's f32 FMA
 // peak (16 multiply-adds per instruction). Here the codes stay bytes and one vpdpbusd does 64 byte
@@ -139,11 +140,32 @@ static void *qg_scratch(size_t bytes) {
 
 // One panel against every token. Its own function: the OpenMP region below is outlined by the
 // compiler without this file's target attributes, so the AVX-512 code must not be inlined into it.
+// Outlier sums of the panel's rows for every token: os[i][t] = Σ_e val_e · x[t][col_e] (exact x,
+// original columns, summed from 0 in CSR order; product and sum rounded separately, as the twin),
+// 16 tokens per vector from the transposed activations xt [cols][tp] (tp = T rounded up to 16).
+QG512 static void qg_outlier_sums(const qlm_qmatrix *m, int r0, int nr, const float *xt, int tp, float *os) {
+    for (int i = 0; i < nr; i++) {
+        const int e0 = m->out_rowptr[r0 + i], e1 = m->out_rowptr[r0 + i + 1];
+        for (int t = 0; t < tp; t += 16) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int e = e0; e < e1; e++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(m->out_val[e]),
+                                                       _mm512_load_ps(xt + (size_t)m->out_col[e] * (size_t)tp + t)));
+            _mm512_store_ps(os + (size_t)i * (size_t)tp + t, acc);
+        }
+    }
+}
+
+// One panel against every token. Its own function: the OpenMP region below is outlined by the
+// compiler without this file's target attributes, so the AVX-512 code must not be inlined into it.
+// xt/os: transposed activations and the panel's outlier sums (NULL without outliers).
 QG512 __attribute__((noinline)) static void qg_panel_all_tokens(const qlm_qmatrix *m, const qg_acts *a, qg_panel *p,
-                                                                  uint8_t *row, int r0, float *Y, int T, float beta) {
-    const int rows = m->rows, nr = rows - r0 < QG_NR ? rows - r0 : QG_NR;
+                                                                  uint8_t *row, int r0, const float *xt, float *os,
+                                                                  float *Y, int T, float beta) {
+    const int rows = m->rows, nr = rows - r0 < QG_NR ? rows - r0 : QG_NR, tp = (T + 15) & ~15;
     float out[QG_MR * QG_NR];
     qg_fill_panel(m, r0, a, p, row);
+    if (os) qg_outlier_sums(m, r0, nr, xt, tp, os);
     for (int t0 = 0; t0 < T; t0 += QG_MR) {
         const int M = T - t0 < QG_MR ? T - t0 : QG_MR;
         switch (M) {
@@ -154,6 +176,9 @@ QG512 __attribute__((noinline)) static void qg_panel_all_tokens(const qlm_qmatri
         case 2: qg_block(2, p, a, t0, out); break;
         default: qg_block(1, p, a, t0, out); break;
         }
+        if (os)
+            for (int t = 0; t < M; t++)
+                for (int i = 0; i < nr; i++) out[t * QG_NR + i] += os[(size_t)i * (size_t)tp + (size_t)(t0 + t)];
         for (int t = 0; t < M; t++) {
             float *y = Y + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
             const float *o = out + t * QG_NR;
@@ -168,7 +193,6 @@ QG512 __attribute__((noinline)) static void qg_panel_all_tokens(const qlm_qmatri
 int qlm_qgemm_i16_vnni_supported(const qlm_qmatrix *m) {
     if (!qlm_cpu_has_vnni_gfni()) return 0;
     if (m->format != QLM_FMT_AFFINE && m->format != QLM_FMT_LUT) return 0;
-    if (m->n_outliers > 0) return 0;  // outlier matrices keep the dequantise + sgemm path
     if (m->rows <= 0 || m->cols <= 0) return 0;
     // Segments must not straddle groups (as for the decode kernels).
     return qlm_n_groups(m) <= 1 || m->group_size % qlm_act_i16_segment(m) == 0;
@@ -187,10 +211,14 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
         if (nth < 1) nth = 1;
     }
 #endif
-    // Layout of the calling thread's scratch: xh, xl [T][cp]; d, sx [T][nseg]; then per worker:
-    // xs [cp] floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked row [cp].
-    const size_t act_bytes = (size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8;
-    const size_t wk_bytes = ((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 255) & ~(size_t)63;
+    // Layout of the calling thread's scratch: xh, xl [T][cp]; d, sx [T][nseg]; with outliers xt
+    // [cols][tp] (x transposed, tokens padded to tp = 16·k with zeros); then per worker: xs [cp]
+    // floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked row [cp], with outliers os [32][tp].
+    const int outl = m->n_outliers > 0, tp = (T + 15) & ~15;
+    const size_t act_bytes = (((size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8 + 63) & ~(size_t)63) +
+                             (outl ? (size_t)cols * (size_t)tp * sizeof(float) : 0);
+    const size_t wk_bytes = ((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 255 +
+                             (outl ? (size_t)QG_NR * (size_t)tp * sizeof(float) : 0)) & ~(size_t)63;
     uint8_t *buf = (uint8_t *)qg_scratch(((act_bytes + 63) & ~(size_t)63) + (size_t)nth * wk_bytes);
     if (!buf) {  // out of memory: the caller's f32 path still works
         qlm_qgemm_i16_ref(m, X, Y, T, beta);
@@ -198,6 +226,8 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
     }
     int8_t *xh = (int8_t *)buf, *xl = xh + (size_t)T * (size_t)cp;
     float *d = (float *)(void *)(xl + (size_t)T * (size_t)cp), *sx = d + (size_t)T * (size_t)nseg;
+    float *xt = outl ? (float *)(void *)(buf + (((size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8 + 63) & ~(size_t)63))
+                     : NULL;
     uint8_t *wbase = buf + ((act_bytes + 63) & ~(size_t)63);
     const qg_acts a = {xh, xl, d, sx, cp, seg, nseg};
     const int npanels = (rows + QG_NR - 1) / QG_NR;
@@ -214,6 +244,8 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
         p.sc = (float *)(void *)(p.codes + (size_t)cp * QG_NR);
         p.zc = p.sc + (size_t)nseg * QG_NR;
         uint8_t *row = (uint8_t *)(p.zc + (size_t)nseg * QG_NR);
+        float *os = outl ? (float *)(void *)(wk + (((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 63) & ~(size_t)63))
+                         : NULL;
         // 1. Quantise every token's activations (stored column order, padded).
 #pragma omp for schedule(static)
         for (int t = 0; t < T; t++) {
@@ -233,11 +265,20 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
                 sxt[s] = (float)v;
             }
         }
+        // With outliers, x transposed (columns in original order) for the outlier sums.
+        if (outl) {
+#pragma omp for schedule(static)
+            for (int j0 = 0; j0 < cols; j0 += 16) {
+                const int j1 = j0 + 16 < cols ? j0 + 16 : cols;
+                for (int t = 0; t < tp; t++)
+                    for (int j = j0; j < j1; j++) xt[(size_t)j * (size_t)tp + (size_t)t] = t < T ? X[(size_t)t * (size_t)cols + (size_t)j] : 0.0f;
+            }
+        }
         // 2. Panels of 32 rows: unpack once, then every token.
         // Handed out one at a time (a hand-rolled dynamic schedule: clang's schedule(dynamic) needs a
         // newer libomp than LLVM 14's), so a thread slowed by other load takes fewer.
         for (int pi; (pi = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < npanels;)
-            qg_panel_all_tokens(m, &a, &p, row, pi * QG_NR, Y, T, beta);
+            qg_panel_all_tokens(m, &a, &p, row, pi * QG_NR, xt, os, Y, T, beta);
     }
 }
 #endif

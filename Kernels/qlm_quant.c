@@ -773,7 +773,8 @@ void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float 
 
 // Portable twin of qlm_qgemm_i16_vnni: per token, the portable activation quantiser (same bytes as
 // the AVX-512 one); per row and segment the exact integer sum Σ q·xi = 128·Σ q·xh + Σ q·xl, then
-// f = fma(−z, Σ xi, (float)acc) and y = fma(s·d, f, y), segments in order.
+// f = fma(−z, Σ xi, (float)acc) and y = fma(s·d, f, y), segments in order; then the outliers
+// (y += Σ val·x[col], the exact x, summed from 0 in CSR order) and beta.
 void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
     const int rows = m->rows, cols = m->cols;
     if (T <= 0 || rows <= 0 || cols <= 0) return;
@@ -816,6 +817,11 @@ void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, fl
                 const float zc = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
                 const float f = fmaf(-zc, (float)isum[s], (float)(int32_t)((uint32_t)ah * 128u + (uint32_t)al));
                 o = fmaf(sc * d[s], f, o);
+            }
+            if (m->n_outliers > 0) {
+                float so = 0.0f;
+                for (int e = m->out_rowptr[r]; e < m->out_rowptr[r + 1]; e++) so += m->out_val[e] * x[m->out_col[e]];
+                o += so;
             }
             float *y = Y + (size_t)t * (size_t)rows + (size_t)r;
             *y = beta == 0.0f ? o : o + beta * *y;

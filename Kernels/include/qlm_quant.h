@@ -115,14 +115,15 @@ void qlm_qgemv_ref(const qlm_qmatrix *m, const float *x, float *y);
 
 // Y[T, rows] = X[T, cols] · Wᵀ (+ beta·Y): dequantizes row tiles into `tile` and calls sgemm.
 // `tile` holds at least qlm_qgemm_tile_floats(m) floats.
-// Under QLM_ACT_I16 on the AVX-512 path of a CPU with VNNI, affine and LUT matrices without
-// outliers take the integer path below instead (no tile is used then).
+// Under QLM_ACT_I16 on the AVX-512 path of a CPU with VNNI, affine and LUT matrices take the
+// integer path below instead (no tile is used then).
 size_t qlm_qgemm_tile_floats(const qlm_qmatrix *m);
 void qlm_qgemm(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta, float *tile);
 
 // Prefill GEMM with integer activations (qlm_qgemm_vnni.c): each token's x is quantised exactly as
 // for the decode GEMV (QLM_ACT_I16 above) and multiplied with the code bytes by vpdpbusd, 32 rows ×
-// 6 tokens at a time; the result equals the f32 GEMM applied to x̂ up to rounding.
+// 6 tokens at a time; the result equals the f32 GEMM applied to x̂ up to rounding, plus the
+// outliers times the exact x.
 int qlm_qgemm_i16_available(const qlm_qmatrix *m);  // this CPU has the kernel for m
 // 1 when qlm_qgemm(m, ...) takes it now (activations I16, AVX-512 path active, kernel available):
 // the GEMM then runs on the OpenMP threads instead of OpenBLAS's (see qlm_attention's omp_tasks).

@@ -702,7 +702,7 @@ final class QuantKernelTests: HoldsKernelState {
     }
 
     /// The integer-activation prefill GEMM (qlm_qgemm_vnni.c): bit-identical to its portable twin on
-    /// every affine/LUT format, ragged shapes, act-order, token counts that leave every register
+    /// every affine/LUT format, ragged shapes, act-order, outliers, token counts that leave every register
     /// block tail (T mod 6) and both betas; the twin equals the f32 product with x̂ (each token's
     /// activations quantised as for the decode GEMV) up to rounding; results do not depend on the
     /// thread count; and qlm_qgemm takes this path exactly when the activations are I16.
@@ -717,7 +717,7 @@ final class QuantKernelTests: HoldsKernelState {
         for cfg in cfgs {
             for (rows, cols) in [(1, 16), (7, 31), (33, 130), (70, 576), (40, 1100)] {
                 let p = Self.random(&rng, format: cfg.format, bits: cfg.bits, groupSize: cfg.groupSize, rows: rows, cols: cols,
-                                    perm: rng.below(2) == 1)
+                                    perm: rng.below(2) == 1, outliers: rng.below(2) == 1)
                 let wd = p.expectedWeights(outliers: false)
                 for T in [1, 6, 11] {
                     var X = rng.floats(T * cols)
@@ -734,6 +734,9 @@ final class QuantKernelTests: HoldsKernelState {
                             for r in 0..<rows {
                                 var s = 0.0
                                 for j in 0..<cols { s += Double(wd[r * cols + j]) * Double(xh[j]) }
+                                if !p.outVal.isEmpty {  // outliers times the exact x
+                                    for e in Int(p.rowPtr[r])..<Int(p.rowPtr[r + 1]) { s += Double(p.outVal[e]) * Double(x[Int(p.outCol[e])]) }
+                                }
                                 let e = s + Double(beta) * Double(Y0[t * rows + r])
                                 let d = abs(Double(yRef[t * rows + r]) - e) / max(mag[r] + abs(Double(beta * Y0[t * rows + r])), 1e-30)
                                 worst = d.isNaN ? .infinity : max(worst, d)
