@@ -138,9 +138,7 @@ QG512 static void qg_unpack_row(const qlm_qmatrix *m, int r, uint8_t *row, int c
 // Unpacks rows [r0, r0 + 32) of m into the panel (rows past the matrix: zero codes and scales).
 // `row` holds cols_pad bytes.
 QG512 static void qg_fill_panel(const qlm_qmatrix *m, int r0, const qg_acts *a, qg_panel *p, uint8_t *row) {
-    const int cp = a->cols_pad, seg = a->seg, nseg = a->nseg;
-    const int ng = qlm_n_groups(m);
-    const int gsz = ng > 1 ? m->group_size : cp;
+    const int cp = a->cols_pad, seg = a->seg, nseg = a->nseg, ng = qlm_n_groups(m);
     for (int i = 0; i < QG_NR; i++) {
         const int r = r0 + i;
         if (r >= m->rows) {
@@ -151,8 +149,7 @@ QG512 static void qg_fill_panel(const qlm_qmatrix *m, int r0, const qg_acts *a, 
         qg_unpack_row(m, r, row, cp);
         for (int k = 0; k < cp; k += 4) memcpy(p->codes + (size_t)k * QG_NR + 4 * i, row + k, 4);
         for (int s = 0; s < nseg; s++) {
-            int g = (int)((long long)s * seg / gsz);
-            if (g > ng - 1) g = ng - 1;  // the last group also covers the padding
+            const int g = qlm_segment_group(m, s, seg);
             p->sc[s * QG_NR + i] = qlm_f16_to_f32(m->scales[(size_t)r * (size_t)ng + (size_t)g]);
             p->zc[s * QG_NR + i] = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
         }
@@ -234,7 +231,7 @@ int qlm_qgemm_i16_vnni_supported(const qlm_qmatrix *m) {
 
 void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
     const int rows = m->rows, cols = m->cols;
-    const int cp = (int)((cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK);
+    const int cp = qlm_cols_pad(cols);
     const int seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg;
     int nth = 1;
 #ifdef _OPENMP
@@ -245,24 +242,27 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
         if (nth < 1) nth = 1;
     }
 #endif
-    // Layout of the calling thread's scratch: xh, xl [T][cp]; d, sx [T][nseg]; with outliers xt
-    // [cols][tp] (x transposed, tokens padded to tp = 16·k with zeros); then per worker: xs [cp]
-    // floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked row [cp], with outliers os [32][tp].
+    // The calling thread's scratch, carved in order (each piece 64-byte aligned): xh, xl [T][cp];
+    // d, sx [T][nseg]; with outliers xt [cols][tp] (x transposed, tokens padded to tp = 16·k with
+    // zeros); then per worker: xs [cp] floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked
+    // row [cp], with outliers os [32][tp].
     const int outl = m->n_outliers > 0, tp = (T + 15) & ~15;
-    const size_t act_bytes = (((size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8 + 63) & ~(size_t)63) +
-                             (outl ? (size_t)cols * (size_t)tp * sizeof(float) : 0);
-    const size_t wk_bytes = ((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 255 +
-                             (outl ? (size_t)QG_NR * (size_t)tp * sizeof(float) : 0)) & ~(size_t)63;
-    uint8_t *buf = (uint8_t *)qg_scratch(((act_bytes + 63) & ~(size_t)63) + (size_t)nth * wk_bytes);
+#define QG_ALIGN(n) (((size_t)(n) + 63) & ~(size_t)63)
+    const size_t off_xl = QG_ALIGN((size_t)T * cp), off_d = off_xl + QG_ALIGN((size_t)T * cp);
+    const size_t off_sx = off_d + QG_ALIGN((size_t)T * nseg * 4), off_xt = off_sx + QG_ALIGN((size_t)T * nseg * 4);
+    const size_t off_wk = off_xt + (outl ? QG_ALIGN((size_t)cols * tp * 4) : 0);
+    const size_t w_codes = QG_ALIGN((size_t)cp * 4), w_sc = w_codes + QG_ALIGN((size_t)cp * QG_NR);
+    const size_t w_zc = w_sc + QG_ALIGN((size_t)nseg * QG_NR * 4), w_row = w_zc + QG_ALIGN((size_t)nseg * QG_NR * 4);
+    const size_t w_os = w_row + QG_ALIGN(cp), wk_bytes = w_os + (outl ? QG_ALIGN((size_t)QG_NR * tp * 4) : 0);
+#undef QG_ALIGN
+    uint8_t *buf = (uint8_t *)qg_scratch(off_wk + (size_t)nth * wk_bytes);
     if (!buf) {  // out of memory: the caller's f32 path still works
         qlm_qgemm_i16_ref(m, X, Y, T, beta);
         return;
     }
-    int8_t *xh = (int8_t *)buf, *xl = xh + (size_t)T * (size_t)cp;
-    float *d = (float *)(void *)(xl + (size_t)T * (size_t)cp), *sx = d + (size_t)T * (size_t)nseg;
-    float *xt = outl ? (float *)(void *)(buf + (((size_t)T * (size_t)cp * 2 + (size_t)T * (size_t)nseg * 8 + 63) & ~(size_t)63))
-                     : NULL;
-    uint8_t *wbase = buf + ((act_bytes + 63) & ~(size_t)63);
+    int8_t *xh = (int8_t *)buf, *xl = (int8_t *)(buf + off_xl);
+    float *d = (float *)(void *)(buf + off_d), *sx = (float *)(void *)(buf + off_sx);
+    float *xt = outl ? (float *)(void *)(buf + off_xt) : NULL;
     const qg_acts a = {xh, xl, d, sx, cp, seg, nseg};
     const int npanels = (rows + QG_NR - 1) / QG_NR;
     _Atomic int next = 0;
@@ -272,23 +272,15 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        uint8_t *wk = wbase + (size_t)tid * wk_bytes;
+        uint8_t *wk = buf + off_wk + (size_t)tid * wk_bytes;
         float *xs = (float *)(void *)wk;
-        qg_panel p = {wk + (size_t)cp * 4, NULL, NULL};
-        p.sc = (float *)(void *)(p.codes + (size_t)cp * QG_NR);
-        p.zc = p.sc + (size_t)nseg * QG_NR;
-        uint8_t *row = (uint8_t *)(p.zc + (size_t)nseg * QG_NR);
-        float *os = outl ? (float *)(void *)(wk + (((size_t)cp * 4 + (size_t)cp * QG_NR + (size_t)nseg * QG_NR * 8 + (size_t)cp + 63) & ~(size_t)63))
-                         : NULL;
+        qg_panel p = {wk + w_codes, (float *)(void *)(wk + w_sc), (float *)(void *)(wk + w_zc)};
+        uint8_t *row = wk + w_row;
+        float *os = outl ? (float *)(void *)(wk + w_os) : NULL;
         // 1. Quantise every token's activations (stored column order, padded).
 #pragma omp for schedule(static)
         for (int t = 0; t < T; t++) {
-            const float *x = X + (size_t)t * (size_t)cols;
-            if (m->perm)
-                for (int j = 0; j < cols; j++) xs[j] = x[m->perm[j]];
-            else
-                memcpy(xs, x, (size_t)cols * sizeof(float));
-            for (int j = cols; j < cp; j++) xs[j] = 0.0f;
+            qlm_x_stored(m, X + (size_t)t * (size_t)cols, cp, xs);
             // The integer segment sums land in sx and are converted to float in place.
             float *sxt = sx + (size_t)t * (size_t)nseg;
             qlm_act_i16_prepare_avx512(xs, cp, seg, xh + (size_t)t * (size_t)cp, xl + (size_t)t * (size_t)cp,

@@ -348,14 +348,13 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
 // ---------------------------------------------------------------------------------------------
 // GEMV driver
 // ---------------------------------------------------------------------------------------------
-static inline int round_up64(int n) { return (n + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
 
 // Scratch: [xs: cols_pad] then, for the integer path, [xh, xl: cols_pad bytes each]
 // [d: cols_pad/32] [isum: cols_pad/32 ints] [gsum: n_groups] [seggroup: cols_pad/32 ints] (at most
 // cols_pad/32 activation segments) [x16: cols_pad int16] [sbgroup, sbseg: cols_pad/64 ints each].
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m) {
     if (m->cols <= 0) return 0;
-    const size_t cp = (size_t)round_up64(m->cols);
+    const size_t cp = (size_t)qlm_cols_pad(m->cols);
     return cp + cp / 2 + cp / 16 + (size_t)qlm_n_groups(m) + cp / 32 + cp / 2 + cp / 32;
 }
 
@@ -500,11 +499,7 @@ static void act_i16_prepare(qlm_qctx *c, float *scratch, int use_simd, int want_
     (void)use_simd;
     const int gsz = group_cols(m);
     for (int g = 0; g < ng; g++) gsum[g] = 0.0f;
-    for (int k = 0; k < nseg; k++) {
-        int g = (int)((long long)k * seg / gsz);
-        if (g > ng - 1) g = ng - 1;  // the last group also covers the padding
-        gsum[g] += d[k] * (float)isum[k];
-    }
+    for (int k = 0; k < nseg; k++) gsum[qlm_segment_group(m, k, seg)] += d[k] * (float)isum[k];
     const int kseg = gsz / seg;  // segments per group (groups of 64·k)
     for (int k = 0; k < nseg; k++) sbg[k] = ng > 1 && kseg > 0 ? k / kseg : 0;
     if (want_x16) {  // the AVX2 kernels for weight bytes up to 255
@@ -572,11 +567,10 @@ void qlm_qgemv_act_i16_roundtrip(const qlm_qmatrix *m, const float *x, float *xh
     qlm_qctx c;
     memset(&c, 0, sizeof c);
     c.m = m;
-    c.cols_pad = round_up64(cols);
+    c.cols_pad = qlm_cols_pad(cols);
     c.nsb = c.cols_pad / QLM_SUPERBLOCK;
     c.n_groups = qlm_n_groups(m);
-    for (int j = 0; j < cols; j++) scratch[j] = m->perm ? x[m->perm[j]] : x[j];
-    for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
+    qlm_x_stored(m, x, c.cols_pad, scratch);
     c.xs = scratch;
     act_i16_prepare(&c, scratch, simd && qlm_act_i16_supported(), 0, 1);
     const int seg = qlm_act_i16_segment(m);
@@ -630,7 +624,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     if (!qlm_isa_supported(isa)) isa = QLM_ISA_SCALAR;
     qlm_qctx c;
     c.m = m;
-    c.cols_pad = round_up64(cols);
+    c.cols_pad = qlm_cols_pad(cols);
     c.nsb = c.cols_pad / QLM_SUPERBLOCK;
     c.rb = qlm_row_bytes(m->bits, cols);
     c.n_groups = qlm_n_groups(m);
@@ -640,9 +634,7 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     if (!m->perm && cols == c.cols_pad) {
         c.xs = x;
     } else {
-        if (m->perm) for (int j = 0; j < cols; j++) scratch[j] = x[m->perm[j]];
-        else memcpy(scratch, x, sizeof(float) * (size_t)cols);
-        for (int j = cols; j < c.cols_pad; j++) scratch[j] = 0.0f;
+        qlm_x_stored(m, x, c.cols_pad, scratch);
         c.xs = scratch;
     }
     c.xh = c.xl = NULL;
@@ -763,7 +755,7 @@ int qlm_qgemm_uses_i16(const qlm_qmatrix *m) {
 void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
     if (T <= 0) return;
 #if defined(__x86_64__) || defined(__i386__)
-    if (qlm_qgemm_i16_vnni_supported(m)) {
+    if (qlm_qgemm_i16_available(m)) {
         qlm_qgemm_i16_vnni(m, X, Y, T, beta);
         return;
     }
@@ -778,9 +770,9 @@ void qlm_qgemm_i16(const qlm_qmatrix *m, const float *X, float *Y, int T, float 
 void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, float beta) {
     const int rows = m->rows, cols = m->cols;
     if (T <= 0 || rows <= 0 || cols <= 0) return;
-    const int cp = (cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK;
+    const int cp = qlm_cols_pad(cols);
     const int seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg;
-    const int ng = qlm_n_groups(m), gsz = ng > 1 ? m->group_size : cp;
+    const int ng = qlm_n_groups(m);
     const size_t rb = qlm_row_bytes(m->bits, cols);
     float *xs = malloc(sizeof(float) * (size_t)cp), *d = malloc(sizeof(float) * (size_t)nseg);
     int8_t *xh = malloc((size_t)cp), *xl = malloc((size_t)cp);
@@ -798,8 +790,7 @@ void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, fl
     }
     for (int t = 0; t < T; t++) {
         const float *x = X + (size_t)t * (size_t)cols;
-        for (int j = 0; j < cols; j++) xs[j] = x[m->perm ? m->perm[j] : j];
-        for (int j = cols; j < cp; j++) xs[j] = 0.0f;
+        qlm_x_stored(m, x, cp, xs);
         act_i16_prepare_ref(xs, cp, seg, xh, xl, d, isum);
         for (int r = 0; r < rows; r++) {
             const uint8_t *qr = q + (size_t)r * (size_t)cp;
@@ -811,8 +802,7 @@ void qlm_qgemm_i16_ref(const qlm_qmatrix *m, const float *X, float *Y, int T, fl
                     ah += (int32_t)qr[k] * (int32_t)xh[k];
                     al += (int32_t)qr[k] * (int32_t)xl[k];
                 }
-                int g = (int)((long long)s * seg / gsz);
-                if (g > ng - 1) g = ng - 1;
+                const int g = qlm_segment_group(m, s, seg);
                 const float sc = qlm_f16_to_f32(m->scales[(size_t)r * (size_t)ng + (size_t)g]);
                 const float zc = qlm_f16_to_f32(m->zeros[(size_t)r * (size_t)ng + (size_t)g]);
                 const float f = fmaf(-zc, (float)isum[s], (float)(int32_t)((uint32_t)ah * 128u + (uint32_t)al));

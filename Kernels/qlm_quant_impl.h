@@ -78,6 +78,27 @@ static inline int qlm_sb_bytes(int bits) {
     }
 }
 
+// Columns rounded up to whole superblocks: every kernel's row length.
+static inline int qlm_cols_pad(int cols) { return (cols + QLM_SUPERBLOCK - 1) / QLM_SUPERBLOCK * QLM_SUPERBLOCK; }
+
+// x in STORED column order (x[perm[j]]), zero-padded to cols_pad: xs[cols_pad].
+static inline void qlm_x_stored(const qlm_qmatrix *m, const float *x, int cols_pad, float *xs) {
+    if (m->perm)
+        for (int j = 0; j < m->cols; j++) xs[j] = x[m->perm[j]];
+    else
+        for (int j = 0; j < m->cols; j++) xs[j] = x[j];
+    for (int j = m->cols; j < cols_pad; j++) xs[j] = 0.0f;
+}
+
+// The affine group holding activation segment k (segments of `seg` columns; the last group also
+// covers the padding). One group per row (and LUT): 0.
+static inline int qlm_segment_group(const qlm_qmatrix *m, int k, int seg) {
+    const int ng = qlm_n_groups(m);
+    if (ng <= 1) return 0;
+    const int g = (int)((long long)k * seg / m->group_size);
+    return g < ng - 1 ? g : ng - 1;
+}
+
 // Row r of a LUT matrix as f32 values, 16 entries: out[e] = s·(lut[e mod 2^bits] − z) (2- and
 // 3-bit codebooks repeat). Every path builds its tables from this, so all agree bit for bit.
 static inline void qlm_lut_row_values(const qlm_qmatrix *m, int r, float out[16]) {

@@ -142,8 +142,9 @@ public final class InferenceSession: @unchecked Sendable {
             w.embed.copyRow(Int(id), into: x.ptr + t * d)
         }
         for (l, L) in w.layers.enumerated() {
-            // Attention on the thread pool the layer's linears use (see qlm_attention).
-            let ompTasks: Int32 = L.wq.gemmRunsOnOpenMP ? 1 : 0
+            // Prefill attention on the thread pool the layer's linears use (see qlm_attention; decode
+            // steps never use it, so they skip the check).
+            let ompTasks: Int32 = T > 1 && L.wq.gemmRunsOnOpenMP ? 1 : 0
             // Attention block. K and V go straight into their f32 cache rows (f16 cache: rounded in
             // once they are final).
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.attnNorm.ptr, Int32(T), Int32(d), eps)
