@@ -5,8 +5,10 @@
 #   bash Models/results-grid.sh [RESULTS_DIR]      (default: Models/results, git-ignored)
 #
 # Env: QLM (binary, default .build/release/qlm — copy it elsewhere if you rebuild meanwhile),
-#      THREADS (perplexity --threads; default all cores), NSAMPLES (calibration windows, default 32; the quantize default is 128), PHASES ("quick full512"
-#      etc.; default "quick full2048 full512").
+#      THREADS (perplexity --threads; default all cores), QTHREADS (quantize --threads; default all cores),
+#      NSAMPLES (calibration windows, default 32; the quantize default is 128), PHASES ("quick full512"
+#      etc.; default "quick full2048 full512"; "" quantizes only), ONLY (space-separated config names:
+#      run just these, e.g. to split the grid between two processes that each get one core).
 # Phases, in order: quantize every config (skipped if the folder exists), then
 #   quick    — WikiText-2, seqlen 2048, first 8 windows (all configs, ~40 s each),
 #   full2048 — all 148 windows at seqlen 2048 (~11 min each on 2 cores),
@@ -51,7 +53,7 @@ fi
 R=${1:-Models/results}
 Q=${QLM:-.build/release/qlm}
 M=${MODEL:-Models/SmolLM2-135M-Instruct.Q4_1.gguf}
-PHASES=${PHASES:-"quick full2048 full512"}
+PHASES=${PHASES-"quick full2048 full512"}
 CAL="--calib c4 --nsamples ${NSAMPLES:-32} --seqlen 512 --hessian f32"  # f32: the README table's Hessians
 mkdir -p "$R/q"
 
@@ -107,7 +109,7 @@ quantize() {  # name flags...
   rm -rf "$R/q/$name" "$R/q/$name.partial"
   echo "[grid] quantize $name" >&2
   # shellcheck disable=SC2068
-  $Q quantize "$M" -o "$R/q/$name" $@ --json > "$R/q/$name.quant.jsonl" 2> "$R/q/$name.quant.err" \
+  $Q quantize "$M" -o "$R/q/$name" $@ ${QTHREADS:+--threads $QTHREADS} --json > "$R/q/$name.quant.jsonl" 2> "$R/q/$name.quant.err" \
     || { echo "[grid] quantize $name FAILED (see $R/q/$name.quant.err)" >&2; return 1; }
 }
 
@@ -129,6 +131,12 @@ evaluate() {  # name phase
   printf '%s\t%s\t%s\t%s\n' "$name" "$phase" "$ppl" "$(manifest_fields "$R/q/$name")" >> "$R/grid.tsv"
 }
 
+if [ -n "${ONLY:-}" ]; then
+  picked=()
+  for c in "${CONFIGS[@]}"; do [[ " $ONLY " == *" ${c%%|*} "* ]] && picked+=("$c"); done
+  [ ${#picked[@]} -gt 0 ] || { echo "[grid] ONLY names no config: $ONLY" >&2; exit 1; }
+  CONFIGS=("${picked[@]}")
+fi
 for c in "${CONFIGS[@]}"; do quantize "${c%%|*}" ${c#*|} || true; done
 for phase in $PHASES; do
   for c in "${CONFIGS[@]}"; do evaluate "${c%%|*}" "$phase" || true; done
