@@ -28,7 +28,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "TesseraQ Adam steps per rounding round (20 rounds).") var steps: Int = 20
     @Option(name: .customLong("init"), help: "TesseraQ initial grids: clip (diag(H)-weighted range search) or minmax.") var gridInit: String = "clip"
     @Option(help: "Hessian Gram inputs: bf16 (f32 sums; default where the CPU has AVX-512 BF16) or f32.") var hessian: String?
-    @Flag(help: "Continue a killed run from its last finished block.") var resume = false
+    @Flag(help: "Continue a killed run from its last finished block (on the thread count it began with, unless --threads is given).") var resume = false
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "One JSON event per tensor, then a JSON summary.") var json = false
 
@@ -52,6 +52,11 @@ struct Quantize: ParsableCommand {
                 throw QLMError.invalidArgument("--act-order, --true-sequential, --hessian and --resume apply to calibrated methods, not rtn")
             }
             try job.validate()
+            if threads == nil, let t = job.checkpointThreads {
+                // A resumed run continues on the thread count its checkpoint was computed on: BLAS may
+                // round differently on another one, and the result should equal an uninterrupted run's.
+                qlm_set_threads_from(t)
+            }
             let tty = stderrIsTTY && !json
             var done = 0
             let total = 7 * 30  // refined by the first event

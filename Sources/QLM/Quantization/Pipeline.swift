@@ -22,6 +22,14 @@ public struct QuantizeJob: Sendable {
     public var resolvedHessianPrecision: HessianPrecision { hessianPrecision ?? .preferred }
     /// Tests: stop (as if killed) once this many blocks are checkpointed.
     var stopAfterBlocks: Int? = nil
+    /// Where the per-block checkpoint lives while the run is unfinished.
+    var checkpointPath: String { (outDir.hasSuffix("/") ? String(outDir.dropLast()) : outDir) + ".partial" }
+    /// The thread count this job's checkpoint was computed on, if there is one for `--resume` to
+    /// continue (so a resume can use the same count and stay byte-identical).
+    public var checkpointThreads: Int? {
+        guard resume else { return nil }
+        return CheckpointDir.recordedThreads(path: checkpointPath, fingerprint: fingerprint)
+    }
 
     public init(modelPath: String, outDir: String, method: QuantMethod, spec: QuantSpec, head: QuantSpec) {
         self.modelPath = modelPath; self.outDir = outDir; self.method = method; self.spec = spec; self.head = head
@@ -159,7 +167,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
 
     // Resume: the checkpoint folder holds the activations after the last finished block and the
     // quantized matrices of every finished block.
-    let state = CheckpointDir(path: (job.outDir.hasSuffix("/") ? String(job.outDir.dropLast()) : job.outDir) + ".partial", fingerprint: job.fingerprint)
+    let state = CheckpointDir(path: job.checkpointPath, fingerprint: job.fingerprint)
     var results: [(String, QuantizedMatrix)] = []
     var tensors: [QuantizedManifest.Tensor] = []
     var firstBlock = 0
@@ -168,6 +176,11 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
         results = done.matrices
         tensors = done.tensors
         log?("resuming after block \(firstBlock)/\(c.numLayers) from \(state.path)")
+        if let t = done.threads, t != Int(qlm_get_threads()) {
+            log?("note: the finished blocks ran on \(t) threads, the rest runs on \(qlm_get_threads()); BLAS may round differently " +
+                 "on another thread count, so the result can differ in the last bits from an uninterrupted run " +
+                 "(resume with --threads \(t) for a byte-identical one)")
+        }
     } else {
         try state.reset()
         for (s, win) in calib.windows.enumerated() {
@@ -360,7 +373,24 @@ struct CheckpointDir {
     let path: String
     let fingerprint: String
 
-    struct State: Codable { var fingerprint: String; var blocks: Int; var tensors: [QuantizedManifest.Tensor] }
+    /// `threads`: the kernel thread count the finished blocks ran on (absent in older checkpoints).
+    /// OpenBLAS's multi-threaded sgemm can round differently from its single-threaded one (measured:
+    /// with OPENBLAS_CORETYPE=Haswell, 1 vs 2 threads differ in the last bits), so a byte-identical
+    /// resume needs the same count.
+    struct State: Codable { var fingerprint: String; var blocks: Int; var tensors: [QuantizedManifest.Tensor]; var threads: Int? }
+
+    /// The thread count recorded in the checkpoint at `path` if it belongs to the job `fingerprint`.
+    static func recordedThreads(path: String, fingerprint: String) -> Int? {
+        guard let d = FileManager.default.contents(atPath: path + "/state.json"),
+              let st = try? stateDecoder().decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
+        return st.threads
+    }
+
+    private static func stateDecoder() -> JSONDecoder {
+        let dec = JSONDecoder()
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return dec
+    }
 
     func reset() throws {
         try? FileManager.default.removeItem(atPath: path)
@@ -381,17 +411,15 @@ struct CheckpointDir {
         }
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let st = try enc.encode(State(fingerprint: fingerprint, blocks: blocks, tensors: tensors))
+        let st = try enc.encode(State(fingerprint: fingerprint, blocks: blocks, tensors: tensors, threads: Int(qlm_get_threads())))
         try writeFileAtomically(path + "/state.json") { try $0.write(contentsOf: st) }
         try? FileManager.default.removeItem(atPath: path + "/activations-\(blocks - 1).f32")
     }
 
     /// Loads a matching checkpoint, or nil when there is none (or it belongs to another job).
-    func load(into x: UnsafeMutablePointer<Float>, count: Int) throws -> (blocks: Int, matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor])? {
+    func load(into x: UnsafeMutablePointer<Float>, count: Int) throws -> (blocks: Int, matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor], threads: Int?)? {
         guard let d = FileManager.default.contents(atPath: path + "/state.json") else { return nil }
-        let dec = JSONDecoder()
-        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        guard let st = try? dec.decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
+        guard let st = try? CheckpointDir.stateDecoder().decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
         let f = try MappedFile(path: path + "/activations-\(st.blocks).f32")
         guard f.size == count * 4 else { throw QLMError.corrupt(path: f.path, detail: "checkpoint activations have the wrong size") }
         x.update(from: f.base.assumingMemoryBound(to: Float.self), count: count)
@@ -402,7 +430,7 @@ struct CheckpointDir {
                 out.append((t.name, QuantizedMatrix(unpacking: try file.matrix(t.name))))
             }
         }
-        return (st.blocks, out, st.tensors)
+        return (st.blocks, out, st.tensors, st.threads)
     }
 }
 
