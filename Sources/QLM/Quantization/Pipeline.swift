@@ -28,7 +28,7 @@ public struct QuantizeJob: Sendable {
     /// continue (so a resume can use the same count and stay byte-identical).
     public var checkpointThreads: Int? {
         guard resume else { return nil }
-        return CheckpointDir.recordedThreads(path: checkpointPath, fingerprint: fingerprint)
+        return CheckpointDir(path: checkpointPath, fingerprint: fingerprint).state()?.threads
     }
 
     public init(modelPath: String, outDir: String, method: QuantMethod, spec: QuantSpec, head: QuantSpec) {
@@ -379,17 +379,13 @@ struct CheckpointDir {
     /// resume needs the same count.
     struct State: Codable { var fingerprint: String; var blocks: Int; var tensors: [QuantizedManifest.Tensor]; var threads: Int? }
 
-    /// The thread count recorded in the checkpoint at `path` if it belongs to the job `fingerprint`.
-    static func recordedThreads(path: String, fingerprint: String) -> Int? {
-        guard let d = FileManager.default.contents(atPath: path + "/state.json"),
-              let st = try? stateDecoder().decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
-        return st.threads
-    }
-
-    private static func stateDecoder() -> JSONDecoder {
+    /// The checkpoint's state if there is one and it belongs to this job.
+    func state() -> State? {
+        guard let d = FileManager.default.contents(atPath: path + "/state.json") else { return nil }
         let dec = JSONDecoder()
         dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return dec
+        guard let st = try? dec.decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
+        return st
     }
 
     func reset() throws {
@@ -418,8 +414,7 @@ struct CheckpointDir {
 
     /// Loads a matching checkpoint, or nil when there is none (or it belongs to another job).
     func load(into x: UnsafeMutablePointer<Float>, count: Int) throws -> (blocks: Int, matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor], threads: Int?)? {
-        guard let d = FileManager.default.contents(atPath: path + "/state.json") else { return nil }
-        guard let st = try? CheckpointDir.stateDecoder().decode(State.self, from: d), st.fingerprint == fingerprint else { return nil }
+        guard let st = state() else { return nil }
         let f = try MappedFile(path: path + "/activations-\(st.blocks).f32")
         guard f.size == count * 4 else { throw QLMError.corrupt(path: f.path, detail: "checkpoint activations have the wrong size") }
         x.update(from: f.base.assumingMemoryBound(to: Float.self), count: count)
