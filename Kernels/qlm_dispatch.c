@@ -1,6 +1,7 @@
 // ISA selection and thread-pool sizing shared by every kernel.
 #include "qlm_kernels.h"
 #include "qlm_omp.h"
+#include "qlm_blas.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -9,10 +10,22 @@
 #include <string.h>
 #include <unistd.h>
 
-#if defined(__linux__)
-// OpenBLAS (linked on Linux); declared here so no cblas/openblas header is needed.
-void openblas_set_num_threads(int);
-#endif
+// ---------------------------------------------------------------------------------------------
+// The BLAS pool lock (see qlm_blas.h for why).
+// ---------------------------------------------------------------------------------------------
+static pthread_rwlock_t g_blas_pool = PTHREAD_RWLOCK_INITIALIZER;
+static _Thread_local int tls_blas_depth;  // > 0: this thread already holds the pool (or works for its holder)
+
+void qlm_blas_shared_begin(void) {
+    if (tls_blas_depth++ == 0) pthread_rwlock_rdlock(&g_blas_pool);
+}
+void qlm_blas_shared_end(void) {
+    if (--tls_blas_depth == 0) pthread_rwlock_unlock(&g_blas_pool);
+}
+void qlm_blas_exclusive_begin(void) { pthread_rwlock_wrlock(&g_blas_pool); }
+void qlm_blas_exclusive_end(void) { pthread_rwlock_unlock(&g_blas_pool); }
+void qlm_blas_section_enter(void) { tls_blas_depth++; }
+void qlm_blas_section_leave(void) { tls_blas_depth--; }
 
 // ---------------------------------------------------------------------------------------------
 // ISA
@@ -130,7 +143,23 @@ void qlm_set_threads(int n) {
     omp_set_num_threads(n);
 #endif
 #if defined(__linux__)
+    // Not while another thread is inside a BLAS call (OpenBLAS does not expect its pool resized
+    // under a running call); from inside a section that already holds the pool, directly.
+    const int own = tls_blas_depth == 0;
+    if (own) qlm_blas_exclusive_begin();
     openblas_set_num_threads(n);
+    if (own) qlm_blas_exclusive_end();
+#endif
+}
+
+int qlm_blas_threads_seen(void) {
+#if defined(__linux__)
+    qlm_blas_shared_begin();
+    const int n = openblas_get_num_threads();
+    qlm_blas_shared_end();
+    return n;
+#else
+    return qlm_get_threads();
 #endif
 }
 

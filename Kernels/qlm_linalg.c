@@ -2,6 +2,7 @@
 #include "qlm_linalg.h"
 #include "qlm_kernels.h"
 #include "qlm_omp.h"
+#include "qlm_blas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +34,10 @@ void qlm_la_sgemm(int transA, int transB, int M, int N, int K, float alpha, cons
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
+    qlm_blas_shared_begin();
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    qlm_blas_shared_end();
 }
 
 void qlm_la_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
@@ -45,8 +48,10 @@ void qlm_la_dgemm(int transA, int transB, int M, int N, int K, double alpha, con
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
+    qlm_blas_shared_begin();
     cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    qlm_blas_shared_end();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -68,7 +73,9 @@ int qlm_chol_inverse_upper(double *A, int n) {
     dpotrf_((char *)"L", &nn_, B, &nn_, &info_);
     info = (int)info_;
 #else
+    qlm_blas_shared_begin();
     dpotrf_("L", &n, B, &n, &info);
+    qlm_blas_shared_end();
 #endif
     if (info != 0) { free(B); return info; }
     // Column-major B(i, j) (i >= j) = L(i, j), stored at B[i + j n].
@@ -86,7 +93,9 @@ int qlm_chol_inverse_upper(double *A, int n) {
     dtrtri_((char *)"L", (char *)"N", &n2, A, &n2, &info2);
     info = (int)info2;
 #else
+    qlm_blas_shared_begin();
     dtrtri_("L", "N", &n, A, &n, &info);
+    qlm_blas_shared_end();
 #endif
     if (info != 0) return info;
     for (int p = 0; p < n; p++)
@@ -126,7 +135,9 @@ double qlm_sym_lambda_max(const double *A, int n, int iters) {
     for (int i = 0; i < n; i++) v[i] /= nrm;
     double lambda = 0;
     for (int it = 0; it < iters; it++) {
+        qlm_blas_shared_begin();
         cblas_dgemv(CblasRowMajor, CblasNoTrans, n, n, 1.0, A, n, v, 1, 0.0, w, 1);
+        qlm_blas_shared_end();
         double rq = 0, wn = 0;
         for (int i = 0; i < n; i++) { rq += v[i] * w[i]; wn += w[i] * w[i]; }
         lambda = rq;

@@ -12,8 +12,8 @@
 #include <Accelerate/Accelerate.h>
 #else
 #include <cblas.h>
-void openblas_set_num_threads(int);
 #endif
+#include "qlm_blas.h"
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised exp for softmax, SwiGLU and log-sum-exp. glibc's scalar expf costs ~5-10 ns; a
@@ -167,12 +167,16 @@ double qlm_exp_shift_sum(float *x, int n, float shift, float scale) { return exp
 
 void qlm_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc, float beta) {
+    qlm_blas_shared_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    qlm_blas_shared_end();
 }
 
 void qlm_sgemm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc, float beta) {
+    qlm_blas_shared_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    qlm_blas_shared_end();
 }
 
 void qlm_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -526,11 +530,15 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
         // w4 g128 prefill 512 at 2 threads 620-819 -> 836-986 tok/s. Where the linears are
         // OpenBLAS sgemm (f32 weights, dequantised tiles) the chunks stay on OpenBLAS's threads:
         // there the same change cost ~15%. Later chunks see more keys: they go first.
+        // The drop to 1 thread is process-wide: held exclusively, so no other thread's BLAS call
+        // runs (and rounds) on it.
+        qlm_blas_exclusive_begin();
         openblas_set_num_threads(1);
         _Atomic int next = 0;
         float *const extra = g_attn_extra;  // the workers' own copies of the thread-local are not this one
 #pragma omp parallel num_threads(nt)
         {
+            qlm_blas_section_enter();
             const int tid = omp_get_thread_num();
             float *sc = tid == 0 ? scratch : extra + per * (size_t)(tid - 1);
             for (int i; (i = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < ntasks;) {
@@ -538,8 +546,10 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
                 attend_chunk(q, kcache, vcache, out, g, t0, T - t0 < QLM_ATTN_CHUNK ? T - t0 : QLM_ATTN_CHUNK, pos0,
                              n_heads, n_kv_heads, head_dim, sc);
             }
+            qlm_blas_section_leave();
         }
         openblas_set_num_threads(qlm_get_threads());
+        qlm_blas_exclusive_end();
         return;
 #endif
     }
@@ -572,5 +582,7 @@ void qlm_nll_rows(const float *logits, int rows, int n, const int32_t *targets, 
 }
 
 void qlm_ssyrk_t(int n, int k, float alpha, const float *A, int lda, float beta, float *C, int ldc) {
+    qlm_blas_shared_begin();
     cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, alpha, A, lda, beta, C, ldc);
+    qlm_blas_shared_end();
 }

@@ -24,6 +24,7 @@ if [ "${1:-}" = "neon-check" ]; then
     trap 'rm -rf "$tmp"' EXIT
     cat > "$tmp/stubs.c" <<'STUBS'
 void openblas_set_num_threads(int n) { (void)n; }
+int openblas_get_num_threads(void) { return 1; }
 void qlm_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc, float beta) {
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {

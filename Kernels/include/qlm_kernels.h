@@ -30,6 +30,9 @@ const char *qlm_isa_name(qlm_isa isa);
 
 void qlm_set_threads(int n);             // sizes both the OpenMP pool and the BLAS pool; n <= 0 → all cores
 int qlm_get_threads(void);
+// The thread count a BLAS call would run on now, read as a BLAS call (sharing the BLAS pool):
+// prefill attention drops OpenBLAS to 1 thread for its tasks, and no other thread may see that.
+int qlm_blas_threads_seen(void);
 
 // ---------------------------------------------------------------------------------------------
 // Dense f32 GEMV / GEMM

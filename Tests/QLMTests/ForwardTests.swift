@@ -10,7 +10,7 @@ enum SmolModel {
 }
 
 @Suite("Forward pass on SmolLM2-135M", .serialized)
-struct ForwardTests {
+final class ForwardTests: HoldsKernelState {
     @Test("GGUF config matches the model card")
     func config() throws {
         let c = SmolModel.checkpoint.config

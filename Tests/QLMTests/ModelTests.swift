@@ -5,7 +5,7 @@ import QLMKernels
 
 /// End-to-end model checks against the independent reference in shared/data/SOURCES.md.
 @Suite("Real model: perplexity, conversion, generation", .serialized)
-struct ModelTests {
+final class ModelTests: HoldsKernelState {
     static let wikiTokens: [Int32] = {
         let tok = try! loadTokenizerJSON(path: TestPaths.smolTokenizerJSON)
         return tok.encode(try! wikitext2TestText(path: TestPaths.wikiTestRaw), parseSpecial: false)

@@ -97,6 +97,42 @@ final class OpsTests: HoldsKernelState {
         }
     }
 
+    @Test("Prefill attention's drop of OpenBLAS to one thread is never seen by another thread's BLAS calls")
+    func blasPoolIsolation() {
+        // OpenBLAS's thread count is process-wide; the attention's OpenMP tasks set it to 1 while they
+        // run. Another thread's sgemm meanwhile would run on 1 thread and round differently (a
+        // resumed quantization then differs from an uninterrupted one), so the pool is locked.
+        qlm_set_threads(2)
+        defer { qlm_set_threads(0) }
+        var rng = SeededRNG(seed: 99)
+        let (heads, kvHeads, hd, T) = (9, 3, 64, 600)
+        let q = random(T * heads * hd, &rng), k = random(T * kvHeads * hd, &rng), v = random(T * kvHeads * hd, &rng)
+        var out = [Float](repeating: 0, count: T * heads * hd)
+        var scratch = [Float](repeating: 0, count: qlm_attention_scratch_floats(Int32(T), Int32(T), Int32(heads), Int32(kvHeads), Int32(hd)))
+        final class Watch: @unchecked Sendable {
+            let lock = NSLock(); var stop = false; var seen: Set<Int32> = []; var samples = 0
+            let done = DispatchSemaphore(value: 0)
+        }
+        let w = Watch()
+        let watcher = Thread {
+            while true {
+                let n = qlm_blas_threads_seen()
+                w.lock.lock(); w.seen.insert(n); w.samples += 1; let stop = w.stop; w.lock.unlock()
+                if stop { break }
+            }
+            w.done.signal()
+        }
+        watcher.start()
+        for _ in 0..<30 {
+            qlm_attention(q, k, v, &out, Int32(T), 0, Int32(heads), Int32(kvHeads), Int32(hd), &scratch, 1)
+        }
+        w.lock.lock(); w.stop = true; w.lock.unlock()
+        w.done.wait()
+        #expect(w.samples > 30)
+        #expect(w.seen == [2], "another thread saw OpenBLAS on \(w.seen.sorted()) threads")
+        #expect(qlm_blas_threads_seen() == 2)
+    }
+
     @Test("Attention over an f16 KV cache equals the f32 attention on the cached halves' values",
           arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128)])
     func attentionF16Cache(heads: Int, kvHeads: Int, hd: Int) {

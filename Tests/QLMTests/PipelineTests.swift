@@ -5,7 +5,7 @@ import QLMKernels
 
 /// The calibrated pipeline on the real model, with a small calibration set so CI stays fast.
 @Suite("Quantization pipeline on SmolLM2", .serialized)
-struct PipelineTests {
+final class PipelineTests: HoldsKernelState {
     func job(_ method: QuantMethod, _ out: String, spec: QuantSpec = QuantSpec(bits: 4, groupSize: 128)) -> QuantizeJob {
         var j = QuantizeJob(modelPath: TestPaths.smolGGUF, outDir: out, method: method, spec: spec,
                             head: QuantSpec(format: .affine, bits: 8, groupSize: 128))
@@ -15,11 +15,10 @@ struct PipelineTests {
 
     @Test("GPTQ runs end to end; a killed run resumed from its checkpoint gives byte-identical weights; a resume on another thread count says it may not")
     func gptqAndResume() throws {
-        // Byte identity needs the same kernels and thread counts in both runs: keep the suites that
-        // force ISA paths or thread counts out while this runs. (OpenBLAS's threaded sgemm can round
-        // differently from its 1-thread one: with OPENBLAS_CORETYPE=Haswell it does on this machine.)
-        kernelStateGate.wait()
-        defer { kernelStateGate.signal() }
+        // Byte identity needs the same kernels and thread counts in both runs: the suite holds the
+        // kernel-state gate, so no test that forces ISA paths or thread counts runs meanwhile, and
+        // the BLAS pool lock keeps another thread's prefill attention from dropping OpenBLAS to one
+        // thread under this run (its 1-thread sgemm rounds differently from the 2-thread one).
         let dir = TestPaths.tempDir("pipe")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let full = try quantizeModel(job(.gptq, dir + "/full"))

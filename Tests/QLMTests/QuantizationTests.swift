@@ -179,7 +179,7 @@ struct QuantizationTests {
 
 /// The real model quantized end to end, through the folder format and the kernels.
 @Suite("Quantized SmolLM2 folders", .serialized)
-struct QuantizedModelTests {
+final class QuantizedModelTests: HoldsKernelState {
     static let dir = TestPaths.tempDir("qmodel")
 
     static func quantized(_ label: String, _ spec: QuantSpec, head: String = "8") throws -> String {

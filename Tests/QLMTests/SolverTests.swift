@@ -134,8 +134,8 @@ enum SolverData {
     }
 }
 
-@Suite("Solvers: GPTQ, LeanQuant, QuantEase")
-struct SolverTests {
+@Suite("Solvers: GPTQ, LeanQuant, QuantEase", .serialized)
+final class SolverTests: HoldsKernelState {
     typealias D = SolverData
 
     @Test("Inverse-Cholesky factor: UᵀU = H⁻¹, U upper; layerLoss = Σ_r d_r H d_rᵀ")

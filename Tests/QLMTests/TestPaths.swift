@@ -24,7 +24,9 @@ enum TestPaths {
 }
 
 /// Tests that force an ISA path or change the thread count hold this for their whole duration,
-/// and so does every test that needs bit-reproducible kernels (resume must equal a full run).
+/// and so does every test that needs bit-reproducible kernels: a resume must equal a full run, two
+/// loaders must give the same logits to 1e-5, greedy decoding must give the golden tokens, a solver
+/// must give the same result twice. Those suites inherit HoldsKernelState.
 /// A semaphore, not a lock: a suite's init and deinit may run on different threads.
 let kernelStateGate = DispatchSemaphore(value: 1)
 
