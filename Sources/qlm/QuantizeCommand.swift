@@ -16,6 +16,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Fraction of weights kept exactly as sparse outliers, e.g. 0.01 (rtn, quantease).") var outliers: Double = 0
     @Flag(help: "Outliers as whole input columns (quantease).") var structured = false
     @Option(name: .customLong("head-bits"), help: "Embedding/output head: f16, 8, 4, 3 or 2.") var headBits: String = "8"
+    @Option(name: .customLong("head-method"), help: "Embedding/output head: rtn, or gptq (calibrated methods: GPTQ on the final hidden states).") var headMethod: String = "rtn"
     @Option(help: "Calibration text: c4, wikipedia, groups_merged or a file (never the evaluation set).") var calib: String = "c4"
     @Option(help: "Calibration windows.") var nsamples: Int = 128
     @Option(help: "Tokens per calibration window.") var seqlen: Int = 512
@@ -38,6 +39,8 @@ struct Quantize: ParsableCommand {
             guard let fmt = WeightFormat(rawValue: format), fmt != .f16 else { throw QLMError.invalidArgument("--format must be affine or lut") }
             let spec = QuantSpec(format: fmt, bits: bits, groupSize: groupSize == -1 ? nil : groupSize, sym: sym, outlierFraction: outliers)
             var job = QuantizeJob(modelPath: model, outDir: output, method: method, spec: spec, head: try headSpec(headBits, layer: spec))
+            guard let hm = HeadMethod(rawValue: headMethod) else { throw QLMError.invalidArgument("--head-method must be rtn or gptq") }
+            job.headMethod = hm
             job.solver.damp = damp; job.solver.actOrder = actOrder; job.solver.exponent = exponent
             job.solver.iters = iters; job.solver.structuredOutliers = structured; job.solver.tesseraSteps = steps
             guard gridInit == "clip" || gridInit == "minmax" else { throw QLMError.invalidArgument("--init must be clip or minmax") }

@@ -21,8 +21,19 @@ final class PipelineTests: HoldsKernelState {
         // thread under this run (its 1-thread sgemm rounds differently from the 2-thread one).
         let dir = TestPaths.tempDir("pipe")
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The head too: 4-bit by GPTQ on the final hidden states (after the last block, so the
+        // resumed run must reproduce it as well).
+        func job(_ m: QuantMethod, _ out: String) -> QuantizeJob {
+            var j = self.job(m, out); j.head = QuantSpec(bits: 4, groupSize: 128); j.headMethod = .gptq
+            return j
+        }
         let full = try quantizeModel(job(.gptq, dir + "/full"))
         #expect(full.method == "gptq" && full.tensors.count == 30 * 7 + 1)
+        // GPTQ's head beats RTN's on the same Hessian (both losses from the run's manifest).
+        let head = full.tensors.first { $0.name == "model.embed_tokens" }
+        let rtnHead = Double(full.options["head_rtn_loss"] ?? "")
+        #expect(full.options["head_method"] == "gptq" && head?.bits == 4)
+        #expect((head?.loss ?? .infinity) < (rtnHead ?? 0), "head loss gptq \(String(describing: head?.loss)) vs rtn \(String(describing: rtnHead))")
         #expect(full.calibration?.contains("4 windows × 64 tokens") == true)
         #expect((full.timing?["floor"] ?? 0) > 0 && (full.timing?["solver"] ?? 0) > 0)
         #expect(full.tensors.filter { $0.name.hasPrefix("model.layers.") }.allSatisfy { ($0.loss ?? -1) >= 0 })
@@ -92,6 +103,10 @@ final class PipelineTests: HoldsKernelState {
             j = job(.tesseraq, "/tmp/x", spec: bad)
             #expect(throws: QLMError.self) { try j.validate() }
         }
+        j = job(.gptq, "/tmp/x"); j.headMethod = .gptq; j.head = QuantSpec(format: .f16, bits: 16, groupSize: nil)
+        #expect(throws: QLMError.self) { try j.validate() }        // an f16 head is not quantized
+        j = job(.rtn, "/tmp/x"); j.headMethod = .gptq
+        #expect(throws: QLMError.self) { try j.validate() }        // no calibration, no Hessian
         j = job(.tesseraq, "/tmp/x"); j.solver.actOrder = true
         #expect(throws: QLMError.self) { try j.validate() }
         j = job(.tesseraq, "/tmp/x"); j.solver.tesseraSteps = 0

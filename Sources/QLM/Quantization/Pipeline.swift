@@ -5,6 +5,15 @@ public enum QuantMethod: String, Codable, Sendable, CaseIterable {
     case rtn, gptq, leanquant, quantease, tesseraq
 }
 
+/// How the embedding / output head is quantized.
+public enum HeadMethod: String, Codable, Sendable, CaseIterable {
+    /// Round to nearest at the head's own precision (no calibration).
+    case rtn
+    /// GPTQ on the Hessian of the head's inputs: the calibration tokens' final hidden states after
+    /// the quantized blocks and the final norm (calibrated methods only).
+    case gptq
+}
+
 /// Everything `qlm quantize` was asked to do.
 public struct QuantizeJob: Sendable {
     public var modelPath: String
@@ -12,6 +21,7 @@ public struct QuantizeJob: Sendable {
     public var method: QuantMethod
     public var spec: QuantSpec
     public var head: QuantSpec
+    public var headMethod = HeadMethod.rtn
     public var solver = SolverOptions()
     public var calibration = CalibrationOptions()
     public var trueSequential = false
@@ -52,6 +62,11 @@ public struct QuantizeJob: Sendable {
             if spec.outlierFraction > 0 { throw QLMError.invalidArgument("--outliers is QuantEase's outlier-aware variant (or RTN); tesseraq has none") }
             if solver.actOrder { throw QLMError.invalidArgument("--act-order orders GPTQ's column sweep; tesseraq optimizes all columns at once") }
             guard solver.tesseraSteps >= 1 else { throw QLMError.invalidArgument("--steps must be at least 1") }
+        }
+        if headMethod == .gptq {
+            if method == .rtn { throw QLMError.invalidArgument("--head-method gptq needs calibration data: use a calibrated --method (gptq, leanquant, quantease, tesseraq)") }
+            if head.format == .f16 { throw QLMError.invalidArgument("--head-method gptq quantizes the head: pick --head-bits 8, 4, 3 or 2, not f16") }
+            if head.outlierFraction > 0 { throw QLMError.invalidArgument("--head-method gptq has no outliers") }
         }
         if solver.structuredOutliers && spec.outlierFraction == 0 { throw QLMError.invalidArgument("--structured needs --outliers F > 0") }
         guard solver.damp >= 0 && solver.damp < 1 else { throw QLMError.invalidArgument("--damp must be in [0, 1)") }
@@ -302,20 +317,42 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
 
     try checkpointWriter.wait()
 
-    // The embedding / output head is not a GPTQ layer: it gets RTN at its own precision.
+    // The embedding / output head gets its own precision: RTN, or (--head-method gptq) GPTQ on the
+    // Hessian of the head's inputs, the final-normed hidden states of the calibration tokens after
+    // the quantized blocks. Tied, the one matrix is both; untied, the embedding (a lookup table,
+    // no inputs) stays RTN. Act-order is off here: embedding rows are read as stored.
+    var headRTNLoss: Double? = nil
+    var headH: [Double]? = nil
+    if job.headMethod == .gptq {
+        qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, w.norm.ptr, Int32(M), Int32(d), Float(c.rmsNormEps))
+        headH = timed(&tHessian) { accumulateHessian(buf.xn.ptr, rows: M, cols: d, nsamples: N, precision: hessianPrecision) }
+    }
     var heads: [(String, Linear)] = [("model.embed_tokens", w.embed)]
     if !c.tieWordEmbeddings { heads.append(("lm_head", w.lmHead)) }
     for (name, lin) in heads {
-        let q = try quantizeRTN(lin.denseF32(), rows: lin.rows, cols: lin.cols, spec: job.head)
+        let ts = Date()
+        let W = lin.denseF32()
+        var q = try quantizeRTN(W, rows: lin.rows, cols: lin.cols, spec: job.head)
+        var loss: Double? = nil
+        if let H = headH, name == "lm_head" || c.tieWordEmbeddings {
+            var o = job.solver; o.actOrder = false
+            let r = try timed(&tSolver) { try gptqQuantize(W, rows: lin.rows, cols: lin.cols, H: H, spec: job.head, options: o) }
+            let rtn = layerLoss(W, q.dequantize(), rows: lin.rows, cols: lin.cols, H: H)
+            log?(String(format: "head %@: gptq loss %.6g, rtn %.6g (%.2f×)", name, r.loss, rtn, r.loss / max(rtn, 1e-300)))
+            q = r.q; loss = r.loss; headRTNLoss = rtn
+        }
         let pm = q.packed()
         results.append((name, q))
         tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
-                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: nil, seconds: nil))
+                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: loss,
+                             seconds: loss == nil ? nil : Date().timeIntervalSince(ts)))
     }
     let bpw = QuantizedManifest.bitsPerWeight
     let total = Date().timeIntervalSince(t0)
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
-                                     "damp": "\(job.solver.damp)", "head": job.head.label, "hessian": hessianPrecision.rawValue]
+                                     "damp": "\(job.solver.damp)", "head": job.head.label, "hessian": hessianPrecision.rawValue,
+                                     "head_method": job.headMethod.rawValue]
+    if let r = headRTNLoss { options["head_rtn_loss"] = "\(r)" }
     if job.method == .leanquant { options["exponent"] = "\(job.solver.exponent)" }
     if job.method == .tesseraq { options["steps"] = "\(job.solver.tesseraSteps)"; options["init"] = job.solver.tesseraClip ? "clip" : "minmax" }
     if job.method == .quantease { options["iters"] = "\(job.solver.iters)"; options["structured"] = "\(job.solver.structuredOutliers)" }
