@@ -74,6 +74,36 @@ final class PipelineTests: HoldsKernelState {
         #expect(r.ppl.isFinite && r.nll[0] < 3.090241 + 0.7, "GPTQ w4g128 window 0 NLL \(r.nll[0])")
     }
 
+    @Test("Heads: RTN without a Hessian; with one, GPTQ on the head (tied: the embedding matrix; untied: lm_head, the embedding stays RTN)")
+    func headQuantization() throws {
+        for tied in [true, false] {
+            let path = writeTemp(GGUFBuilder.tinyLlama(seed: 5, tied: tied).build(), "head.gguf")
+            defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+            let w = try openCheckpoint(path).loadWeights()
+            let spec = QuantSpec(bits: 2, groupSize: nil)
+            let H = SolverData.hessian(8, tokens: 64, seed: 9)   // correlated inputs of the 8-wide head
+            let plain = try quantizeHeads(w, spec: spec, H: nil, solver: SolverOptions(), log: nil)
+            #expect(plain.matrices.map(\.0) == (tied ? ["model.embed_tokens"] : ["model.embed_tokens", "lm_head"]))
+            #expect(plain.rtnLoss == nil && plain.tensors.allSatisfy { $0.loss == nil })
+            var logs: [String] = []
+            let g = try quantizeHeads(w, spec: spec, H: H, solver: SolverOptions(), log: { logs.append($0) })
+            let calibrated = tied ? "model.embed_tokens" : "lm_head"
+            for (i, (name, q)) in g.matrices.enumerated() {
+                let rtn = plain.matrices[i].1
+                if name == calibrated {
+                    let W = (tied ? w.embed : w.lmHead).denseF32()
+                    let loss = layerLoss(W, q.dequantize(), rows: q.rows, cols: q.cols, H: H)
+                    #expect(abs(loss - (g.tensors[i].loss ?? .nan)) <= 1e-6 * loss, "the manifest loss is the head's loss on H")
+                    #expect(loss < (g.rtnLoss ?? 0), "\(tied ? "tied" : "untied"): gptq \(loss) vs rtn \(String(describing: g.rtnLoss))")
+                    #expect(abs((g.rtnLoss ?? 0) - layerLoss(W, rtn.dequantize(), rows: q.rows, cols: q.cols, H: H)) <= 1e-6 * loss)
+                    #expect(logs.contains { $0.hasPrefix("head \(calibrated): gptq loss") })
+                } else {
+                    #expect(q.dequantize() == rtn.dequantize() && g.tensors[i].loss == nil, "the untied embedding stays RTN")
+                }
+            }
+        }
+    }
+
     @Test("TesseraQ through the pipeline: block 0 of the real model, seven finite layer losses, a checkpoint")
     func tesseraQBlock() throws {
         // (The solver's properties are in SolverTests; with 4 × 64 calibration tokens H is far from full

@@ -317,36 +317,18 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
 
     try checkpointWriter.wait()
 
-    // The embedding / output head gets its own precision: RTN, or (--head-method gptq) GPTQ on the
-    // Hessian of the head's inputs, the final-normed hidden states of the calibration tokens after
-    // the quantized blocks. Tied, the one matrix is both; untied, the embedding (a lookup table,
-    // no inputs) stays RTN. Act-order is off here: embedding rows are read as stored.
-    var headRTNLoss: Double? = nil
+    // The embedding / output head: RTN, or (--head-method gptq) GPTQ on the Hessian of the head's
+    // inputs, the final-normed hidden states of the calibration tokens after the quantized blocks.
     var headH: [Double]? = nil
     if job.headMethod == .gptq {
         qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, w.norm.ptr, Int32(M), Int32(d), Float(c.rmsNormEps))
         headH = timed(&tHessian) { accumulateHessian(buf.xn.ptr, rows: M, cols: d, nsamples: N, precision: hessianPrecision) }
     }
-    var heads: [(String, Linear)] = [("model.embed_tokens", w.embed)]
-    if !c.tieWordEmbeddings { heads.append(("lm_head", w.lmHead)) }
-    for (name, lin) in heads {
-        let ts = Date()
-        let W = lin.denseF32()
-        var q = try quantizeRTN(W, rows: lin.rows, cols: lin.cols, spec: job.head)
-        var loss: Double? = nil
-        if let H = headH, name == "lm_head" || c.tieWordEmbeddings {
-            var o = job.solver; o.actOrder = false
-            let r = try timed(&tSolver) { try gptqQuantize(W, rows: lin.rows, cols: lin.cols, H: H, spec: job.head, options: o) }
-            let rtn = layerLoss(W, q.dequantize(), rows: lin.rows, cols: lin.cols, H: H)
-            log?(String(format: "head %@: gptq loss %.6g, rtn %.6g (%.2f×)", name, r.loss, rtn, r.loss / max(rtn, 1e-300)))
-            q = r.q; loss = r.loss; headRTNLoss = rtn
-        }
-        let pm = q.packed()
-        results.append((name, q))
-        tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
-                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: loss,
-                             seconds: loss == nil ? nil : Date().timeIntervalSince(ts)))
-    }
+    let heads = headH == nil ? try quantizeHeads(w, spec: job.head, H: nil, solver: job.solver, log: log)
+                             : try timed(&tSolver) { try quantizeHeads(w, spec: job.head, H: headH, solver: job.solver, log: log) }
+    results += heads.matrices
+    tensors += heads.tensors
+    let headRTNLoss = heads.rtnLoss
     let bpw = QuantizedManifest.bitsPerWeight
     let total = Date().timeIntervalSince(t0)
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
@@ -493,3 +475,32 @@ extension QuantizedMatrix {
     }
 }
 
+/// The embedding / output head at `spec`. Without `H`: RTN. With `H`, the Hessian of the head's
+/// inputs (final-normed hidden states): GPTQ on it for the head — tied, the one matrix that is also
+/// the embedding; untied, `lm_head`, while the embedding (a lookup table, no inputs) stays RTN. No
+/// act-order: embedding rows are read as stored. `rtnLoss`: the RTN head's loss on H, to compare.
+func quantizeHeads(_ w: LlamaWeights, spec: QuantSpec, H: [Double]?, solver: SolverOptions, log: ((String) -> Void)?) throws
+    -> (matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor], rtnLoss: Double?) {
+    var heads: [(String, Linear)] = [("model.embed_tokens", w.embed)]
+    if !w.config.tieWordEmbeddings { heads.append(("lm_head", w.lmHead)) }
+    var matrices: [(String, QuantizedMatrix)] = [], tensors: [QuantizedManifest.Tensor] = [], rtnLoss: Double? = nil
+    for (name, lin) in heads {
+        let ts = Date()
+        let W = lin.denseF32()
+        var q = try quantizeRTN(W, rows: lin.rows, cols: lin.cols, spec: spec)
+        var loss: Double? = nil
+        if let H, name == "lm_head" || w.config.tieWordEmbeddings {
+            var o = solver; o.actOrder = false
+            let r = try gptqQuantize(W, rows: lin.rows, cols: lin.cols, H: H, spec: spec, options: o)
+            let rtn = layerLoss(W, q.dequantize(), rows: lin.rows, cols: lin.cols, H: H)
+            log?(String(format: "head %@: gptq loss %.6g, rtn %.6g (%.2f×)", name, r.loss, rtn, r.loss / max(rtn, 1e-300)))
+            q = r.q; loss = r.loss; rtnLoss = rtn
+        }
+        let pm = q.packed()
+        matrices.append((name, q))
+        tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
+                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: loss,
+                             seconds: loss == nil ? nil : Date().timeIntervalSince(ts)))
+    }
+    return (matrices, tensors, rtnLoss)
+}
