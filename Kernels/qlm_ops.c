@@ -392,6 +392,93 @@ __attribute__((target("avx512f"))) static void attend_one_avx512(const float *qv
     else attend_one_avx512_h(qv, K, V, kvstride, valid, hd, scale, s, o, 0);
 }
 
+// The G query heads that share one KV head (GQA), in one pass over the keys and values: each K and
+// V row is loaded (and, from the f16 cache, converted) once for all G instead of once per head.
+// Per query the arithmetic is attend_one_avx512_nv's, in the same order (the same FMA chains, the
+// same reduction tree, even / odd value accumulators), so the results are bit-identical to G
+// calls of it. q: G rows qstep floats apart; s: G score rows sstep floats apart; o: G outputs
+// qstep floats apart. G·NV <= 12 keeps the 2·G·NV value accumulators in registers.
+__attribute__((target("avx512f"), always_inline)) static inline void attend_group_avx512_nv(
+    const float *q, size_t qstep, const void *K, const void *V, int kvstride, int valid, const int NV, const int G,
+    float scale, float *s, size_t sstep, float *o, const int H) {
+    __m512 qr[12], acc0[12], acc1[12];  // [g * NV + v]
+    for (int g = 0; g < G; g++)
+        for (int v = 0; v < NV; v++) qr[g * NV + v] = _mm512_loadu_ps(q + (size_t)g * qstep + 16 * v);
+    int j = 0;
+    for (; j + 16 <= valid; j += 16) {
+        __m512 a[4][16];   // [g][u]: the partial dot products of query g with key j + u
+        for (int u = 0; u < 16; u++) {
+            const size_t kv = (size_t)(j + u) * kvstride;
+            __m512 k[8];
+            for (int v = 0; v < NV; v++) k[v] = kv_load512(K, kv + 16 * (size_t)v, H);
+            for (int g = 0; g < G; g++) {
+                __m512 d = _mm512_mul_ps(qr[g * NV], k[0]);
+                for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[g * NV + v], k[v], d);
+                a[g][u] = d;
+            }
+        }
+        for (int g = 0; g < G; g++) _mm512_storeu_ps(s + (size_t)g * sstep + j, hsum16_avx512(a[g]));
+    }
+    for (; j < valid; j++) {
+        const size_t kv = (size_t)j * kvstride;
+        __m512 k[8];
+        for (int v = 0; v < NV; v++) k[v] = kv_load512(K, kv + 16 * (size_t)v, H);
+        for (int g = 0; g < G; g++) {
+            __m512 d = _mm512_mul_ps(qr[g * NV], k[0]);
+            for (int v = 1; v < NV; v++) d = _mm512_fmadd_ps(qr[g * NV + v], k[v], d);
+            s[(size_t)g * sstep + j] = _mm512_reduce_add_ps(d);
+        }
+    }
+    for (int g = 0; g < G; g++) causal_softmax_row(s + (size_t)g * sstep, valid, scale);
+    for (int i = 0; i < G * NV; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    j = 0;
+    for (; j + 2 <= valid; j += 2) {
+        const size_t v0 = (size_t)j * kvstride, v1 = v0 + (size_t)kvstride;
+        for (int v = 0; v < NV; v++) {
+            const __m512 x0 = kv_load512(V, v0 + 16 * (size_t)v, H), x1 = kv_load512(V, v1 + 16 * (size_t)v, H);
+            for (int g = 0; g < G; g++) {
+                const float *sg = s + (size_t)g * sstep;
+                acc0[g * NV + v] = _mm512_fmadd_ps(_mm512_set1_ps(sg[j]), x0, acc0[g * NV + v]);
+                acc1[g * NV + v] = _mm512_fmadd_ps(_mm512_set1_ps(sg[j + 1]), x1, acc1[g * NV + v]);
+            }
+        }
+    }
+    if (j < valid) {
+        const size_t v0 = (size_t)j * kvstride;
+        for (int v = 0; v < NV; v++) {
+            const __m512 x0 = kv_load512(V, v0 + 16 * (size_t)v, H);
+            for (int g = 0; g < G; g++)
+                acc0[g * NV + v] = _mm512_fmadd_ps(_mm512_set1_ps(s[(size_t)g * sstep + j]), x0, acc0[g * NV + v]);
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int v = 0; v < NV; v++)
+            _mm512_storeu_ps(o + (size_t)g * qstep + 16 * v, _mm512_add_ps(acc0[g * NV + v], acc1[g * NV + v]));
+}
+
+// How many heads of a KV group attend_group_avx512 takes at once for this shape (1: none, one head
+// at a time): head_dim 64 in packs of 3 or 2, head_dim 32 in packs of 4, 3 or 2 (G·NV <= 12).
+static int attend_pack(int group, int head_dim) {
+    const int max = head_dim == 64 ? 3 : head_dim == 32 ? 4 : 1;
+    for (int p = max; p > 1; p--)
+        if (group % p == 0) return p;
+    return 1;
+}
+
+// One instance per cache precision and pack shape (H, NV, G compile-time constants inside each).
+__attribute__((target("avx512f"))) static void attend_group_avx512(const float *q, size_t qstep, const void *K, const void *V,
+                                                                  int kvstride, int valid, int hd, int G, float scale, float *s,
+                                                                  size_t sstep, float *o, int H) {
+#define QLM_GROUP_CASE(NV_, G_)                                                                                        \
+    if (hd == 16 * (NV_) && G == (G_)) {                                                                               \
+        if (H) attend_group_avx512_nv(q, qstep, K, V, kvstride, valid, NV_, G_, scale, s, sstep, o, 1);                \
+        else attend_group_avx512_nv(q, qstep, K, V, kvstride, valid, NV_, G_, scale, s, sstep, o, 0);                  \
+        return;                                                                                                        \
+    }
+    QLM_GROUP_CASE(4, 3) QLM_GROUP_CASE(4, 2) QLM_GROUP_CASE(2, 4) QLM_GROUP_CASE(2, 3) QLM_GROUP_CASE(2, 2)
+#undef QLM_GROUP_CASE
+}
+
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 kv_load256(const void *p, size_t off, const int H) {
     return H ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + off)))
              : _mm256_loadu_ps((const float *)p + off);
@@ -448,15 +535,31 @@ static void attend_decode(const float *q, const void *kcache, const void *vcache
     const float scale = 1.0f / sqrtf((float)head_dim);
     const int n_ctx = pos0 + T;
     const qlm_isa isa = qlm_isa_active();
+    // GQA: the heads of a KV head in packs (attend_pack), one pass over its keys and values per pack
+    // on AVX-512; packs, not heads, are the OpenMP work items then.
+    int pack = 1;
+#if defined(__x86_64__)
+    if (isa == QLM_ISA_AVX512) pack = attend_pack(group, head_dim);
+#endif
+    const int n_packs = n_heads / pack;
 #pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
     for (int t = 0; t < T; t++) {
-        for (int h = 0; h < n_heads; h++) {
+        for (int hp = 0; hp < n_packs; hp++) {
+            const int h = hp * pack;
             const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
             const size_t kv_off = (size_t)(h / group) * (size_t)head_dim * esize;
-            float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pos0+t+1]
+            float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pack][pos0+t+1], rows n_ctx apart
             float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
-            attend_one(isa, qv, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride, pos0 + t + 1,
-                       head_dim, scale, s, o, H);
+#if defined(__x86_64__)
+            if (pack > 1) {
+                attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
+                                    pos0 + t + 1, head_dim, pack, scale, s, (size_t)n_ctx, o, H);
+                continue;
+            }
+#endif
+            for (int i = 0; i < pack; i++)
+                attend_one(isa, qv + (size_t)i * head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
+                           pos0 + t + 1, head_dim, scale, s + (size_t)i * n_ctx, o + (size_t)i * head_dim, H);
         }
     }
 }

@@ -68,8 +68,10 @@ final class OpsTests: HoldsKernelState {
         return out
     }
 
+    // GQA packs on AVX-512 (attend_pack): (9, 3, 64) one pack of 3 per KV head, (12, 2, 64) two packs of 3,
+    // (6, 3, 64) packs of 2, (8, 2, 32) packs of 4; the others one head at a time.
     @Test("Attention (decode loop and BLAS prefill) matches a naive reference",
-          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128)])
+          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128), (12, 2, 64), (6, 3, 64), (8, 2, 32)])
     func attention(heads: Int, kvHeads: Int, hd: Int) {
         var rng = SeededRNG(seed: UInt64(heads * 100 + hd))
         for isa in Self.isas {
@@ -134,7 +136,7 @@ final class OpsTests: HoldsKernelState {
     }
 
     @Test("Attention over an f16 KV cache equals the f32 attention on the cached halves' values",
-          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128)])
+          arguments: [(9, 3, 64), (4, 4, 24), (6, 2, 8), (2, 1, 128), (12, 2, 64), (8, 2, 32)])
     func attentionF16Cache(heads: Int, kvHeads: Int, hd: Int) {
         var rng = SeededRNG(seed: UInt64(heads * 100 + hd + 7))
         for isa in Self.isas {
