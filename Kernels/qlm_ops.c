@@ -456,8 +456,9 @@ __attribute__((target("avx512f"), always_inline)) static inline void attend_grou
             _mm512_storeu_ps(o + (size_t)g * qstep + 16 * v, _mm512_add_ps(acc0[g * NV + v], acc1[g * NV + v]));
 }
 
-// How many heads of a KV group attend_group_avx512 takes at once for this shape (1: none, one head
-// at a time): head_dim 64 in packs of 3 or 2, head_dim 32 in packs of 4, 3 or 2 (G·NV <= 12).
+// How many heads of a KV group to hand attend_group_avx512 at once (1: one head at a time):
+// head_dim 64 in packs of 3 or 2, head_dim 32 in packs of 4, 3 or 2 (G·NV <= 12), the shapes it
+// has instances for.
 static int attend_pack(int group, int head_dim) {
     const int max = head_dim == 64 ? 3 : head_dim == 32 ? 4 : 1;
     for (int p = max; p > 1; p--)
@@ -465,18 +466,20 @@ static int attend_pack(int group, int head_dim) {
     return 1;
 }
 
-// One instance per cache precision and pack shape (H, NV, G compile-time constants inside each).
-__attribute__((target("avx512f"))) static void attend_group_avx512(const float *q, size_t qstep, const void *K, const void *V,
+// One instance per cache precision and pack shape (H, NV, G compile-time constants inside each);
+// returns 0 for a shape without one (the caller then runs the heads one at a time).
+__attribute__((target("avx512f"))) static int attend_group_avx512(const float *q, size_t qstep, const void *K, const void *V,
                                                                   int kvstride, int valid, int hd, int G, float scale, float *s,
                                                                   size_t sstep, float *o, int H) {
 #define QLM_GROUP_CASE(NV_, G_)                                                                                        \
     if (hd == 16 * (NV_) && G == (G_)) {                                                                               \
         if (H) attend_group_avx512_nv(q, qstep, K, V, kvstride, valid, NV_, G_, scale, s, sstep, o, 1);                \
         else attend_group_avx512_nv(q, qstep, K, V, kvstride, valid, NV_, G_, scale, s, sstep, o, 0);                  \
-        return;                                                                                                        \
+        return 1;                                                                                                      \
     }
     QLM_GROUP_CASE(4, 3) QLM_GROUP_CASE(4, 2) QLM_GROUP_CASE(2, 4) QLM_GROUP_CASE(2, 3) QLM_GROUP_CASE(2, 2)
 #undef QLM_GROUP_CASE
+    return 0;
 }
 
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 kv_load256(const void *p, size_t off, const int H) {
@@ -551,11 +554,9 @@ static void attend_decode(const float *q, const void *kcache, const void *vcache
             float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pack][pos0+t+1], rows n_ctx apart
             float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
 #if defined(__x86_64__)
-            if (pack > 1) {
-                attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
-                                    pos0 + t + 1, head_dim, pack, scale, s, (size_t)n_ctx, o, H);
+            if (pack > 1 && attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off,
+                                                kvstride, pos0 + t + 1, head_dim, pack, scale, s, (size_t)n_ctx, o, H))
                 continue;
-            }
 #endif
             for (int i = 0; i < pack; i++)
                 attend_one(isa, qv + (size_t)i * head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,

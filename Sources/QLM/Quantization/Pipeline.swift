@@ -66,7 +66,6 @@ public struct QuantizeJob: Sendable {
         if headMethod == .gptq {
             if method == .rtn { throw QLMError.invalidArgument("--head-method gptq needs calibration data: use a calibrated --method (gptq, leanquant, quantease, tesseraq)") }
             if head.format == .f16 { throw QLMError.invalidArgument("--head-method gptq quantizes the head: pick --head-bits 8, 4, 3 or 2, not f16") }
-            if head.outlierFraction > 0 { throw QLMError.invalidArgument("--head-method gptq has no outliers") }
         }
         if solver.structuredOutliers && spec.outlierFraction == 0 { throw QLMError.invalidArgument("--structured needs --outliers F > 0") }
         guard solver.damp >= 0 && solver.damp < 1 else { throw QLMError.invalidArgument("--damp must be in [0, 1)") }
@@ -240,9 +239,7 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
                 let name = "model.layers.\(b).\(which.name)"
                 let secs = Date().timeIntervalSince(ts)
                 blockResults.append((name, r.q))
-                blockTensors.append(.init(name: name, format: r.q.format.rawValue, bits: r.q.bits, groupSize: r.q.groupSize, rows: r.q.rows,
-                                          cols: r.q.cols, outliers: r.q.outVal.count, bitsPerWeight: pm.bitsPerWeight,
-                                          bytes: pm.storageBytes, loss: r.loss, seconds: secs))
+                blockTensors.append(.init(name: name, r.q, packed: pm, loss: r.loss, seconds: secs))
                 progress?(QuantizeEvent(block: b, blocks: c.numLayers, name: name, format: job.spec.label, bitsPerWeight: pm.bitsPerWeight,
                                         loss: r.loss, seconds: secs, elapsed: Date().timeIntervalSince(t0)))
             }
@@ -319,22 +316,22 @@ public func quantizeModel(_ job: QuantizeJob, log: ((String) -> Void)? = nil,
 
     // The embedding / output head: RTN, or (--head-method gptq) GPTQ on the Hessian of the head's
     // inputs, the final-normed hidden states of the calibration tokens after the quantized blocks.
-    var headH: [Double]? = nil
+    let heads: (matrices: [(String, QuantizedMatrix)], tensors: [QuantizedManifest.Tensor], rtnLoss: Double?)
     if job.headMethod == .gptq {
         qlm_rmsnorm_rows(buf.xn.ptr, buf.x.ptr, w.norm.ptr, Int32(M), Int32(d), Float(c.rmsNormEps))
-        headH = timed(&tHessian) { accumulateHessian(buf.xn.ptr, rows: M, cols: d, nsamples: N, precision: hessianPrecision) }
+        let H = timed(&tHessian) { accumulateHessian(buf.xn.ptr, rows: M, cols: d, nsamples: N, precision: hessianPrecision) }
+        heads = try timed(&tSolver) { try quantizeHeads(w, spec: job.head, H: H, solver: job.solver, log: log) }
+    } else {
+        heads = try quantizeHeads(w, spec: job.head, H: nil, solver: job.solver, log: log)
     }
-    let heads = headH == nil ? try quantizeHeads(w, spec: job.head, H: nil, solver: job.solver, log: log)
-                             : try timed(&tSolver) { try quantizeHeads(w, spec: job.head, H: headH, solver: job.solver, log: log) }
     results += heads.matrices
     tensors += heads.tensors
-    let headRTNLoss = heads.rtnLoss
     let bpw = QuantizedManifest.bitsPerWeight
     let total = Date().timeIntervalSince(t0)
     var options: [String: String] = ["true_sequential": "\(job.trueSequential)", "act_order": "\(job.solver.actOrder)",
                                      "damp": "\(job.solver.damp)", "head": job.head.label, "hessian": hessianPrecision.rawValue,
                                      "head_method": job.headMethod.rawValue]
-    if let r = headRTNLoss { options["head_rtn_loss"] = "\(r)" }
+    if let r = heads.rtnLoss { options["head_rtn_loss"] = "\(r)" }
     if job.method == .leanquant { options["exponent"] = "\(job.solver.exponent)" }
     if job.method == .tesseraq { options["steps"] = "\(job.solver.tesseraSteps)"; options["init"] = job.solver.tesseraClip ? "clip" : "minmax" }
     if job.method == .quantease { options["iters"] = "\(job.solver.iters)"; options["structured"] = "\(job.solver.structuredOutliers)" }
@@ -496,11 +493,8 @@ func quantizeHeads(_ w: LlamaWeights, spec: QuantSpec, H: [Double]?, solver: Sol
             log?(String(format: "head %@: gptq loss %.6g, rtn %.6g (%.2f×)", name, r.loss, rtn, r.loss / max(rtn, 1e-300)))
             q = r.q; loss = r.loss; rtnLoss = rtn
         }
-        let pm = q.packed()
         matrices.append((name, q))
-        tensors.append(.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
-                             outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: loss,
-                             seconds: loss == nil ? nil : Date().timeIntervalSince(ts)))
+        tensors.append(.init(name: name, q, packed: q.packed(), loss: loss, seconds: loss == nil ? nil : Date().timeIntervalSince(ts)))
     }
     return (matrices, tensors, rtnLoss)
 }

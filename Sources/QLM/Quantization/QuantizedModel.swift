@@ -150,3 +150,11 @@ extension ModelCheckpoint {
         format == .gguf ? try SHA256Digest.hashFile(path) : try hashFolder(path)
     }
 }
+
+extension QuantizedManifest.Tensor {
+    /// The manifest entry of matrix `name`, quantized as `q` and packed as `pm`.
+    init(name: String, _ q: QuantizedMatrix, packed pm: PackedMatrix, loss: Double?, seconds: Double?) {
+        self.init(name: name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols,
+                  outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight, bytes: pm.storageBytes, loss: loss, seconds: seconds)
+    }
+}

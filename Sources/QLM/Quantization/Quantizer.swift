@@ -67,9 +67,7 @@ public func quantizeModelRTN(modelPath: String, outDir: String, spec: QuantSpec,
             let deq = pm.dequantized()
             var loss = 0.0
             for k in 0..<W.count { let d = Double(W[k] - deq[k]); loss += d * d }
-            let t = QuantizedManifest.Tensor(name: job.name, format: q.format.rawValue, bits: q.bits, groupSize: q.groupSize,
-                                             rows: q.rows, cols: q.cols, outliers: q.outVal.count, bitsPerWeight: pm.bitsPerWeight,
-                                             bytes: pm.storageBytes, loss: loss, seconds: Date().timeIntervalSince(ts))
+            let t = QuantizedManifest.Tensor(name: job.name, q, packed: pm, loss: loss, seconds: Date().timeIntervalSince(ts))
             lock.lock()
             results[i] = (job.name, q); tensors[i] = t
             let ev = QuantizeEvent(block: job.block, blocks: c.numLayers, name: job.name, format: job.spec.label,
