@@ -26,6 +26,7 @@
 // (24 zmm), combined once per segment.
 #if defined(__x86_64__) || defined(__i386__)
 #include "qlm_quant_impl.h"
+#include "qlm_x86_common.h"
 #include "qlm_omp.h"
 
 #include <immintrin.h>
@@ -98,7 +99,8 @@ QG512 QGINL void qg_block(const int M, const qg_panel *p, const qg_acts *a, int 
 
 // Row r's codes as bytes, cols_pad of them (LUT: the codebook bytes), one superblock per 64-byte
 // vector (layouts in qlm_quant.h): 2-bit: the 16 bytes in each 128-bit lane, lane k shifted right
-// by 2k; 3-bit: the same plus 4 under the high-bit lane mask; 4-bit: the 32 bytes in each half, the
+// by 2k; 3-bit: octets as in qlm_oct3_512, the single superblocks at a row's end as 2-bit plus 4
+// under the high-bit lane mask; 4-bit: the 32 bytes in each half, the
 // upper half shifted right by 4; then a mask. (The scalar unpack took ~9% of a prefill.)
 QG512 static void qg_unpack_row(const qlm_qmatrix *m, int r, uint8_t *row, int cp) {
     const int bits = m->bits, nsb = cp / QLM_SUPERBLOCK, sbb = qlm_sb_bytes(bits);
@@ -116,7 +118,9 @@ QG512 static void qg_unpack_row(const qlm_qmatrix *m, int r, uint8_t *row, int c
     }
     for (int b = 0; b < nsb; b++, src += sbb) {
         __m512i v;
-        if (bits == 8) {
+        if (bits == 3 && qlm_sb3_in_octet(b, nsb)) {  // code layout 3: superblock b & 7 of its octet
+            v = qlm_oct3_512(src - (size_t)(b & 7) * 24, b & 7);
+        } else if (bits == 8) {
             v = _mm512_loadu_si512((const void *)src);
         } else if (bits == 4) {
             v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)src));

@@ -33,8 +33,8 @@ int qlm_cpu_has_avx2_int(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
-// The two 32-weight halves of superblock p as code bytes.
-QI256 QIINL void qi_decode(const uint8_t *p, const int BITS, __m256i *a, __m256i *b) {
+// The two 32-weight halves of the single superblock at p as code bytes.
+QI256 QIINL void qi_decode1(const uint8_t *p, const int BITS, __m256i *a, __m256i *b) {
     if (BITS == 4) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)p), m = _mm256_set1_epi8(0x0F);
         *a = _mm256_and_si256(v, m);
@@ -59,6 +59,17 @@ QI256 QIINL void qi_decode(const uint8_t *p, const int BITS, __m256i *a, __m256i
     }
     *a = lo;
     *b = hi;
+}
+
+// The two 32-weight halves of superblock b of a row of nsb superblocks as code bytes.
+QI256 QIINL void qi_decode(const uint8_t *row, const int nsb, const int b, const int BITS, __m256i *qa, __m256i *qb) {
+    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
+        const uint8_t *o = row + (size_t)(b & ~7) * 24;
+        *qa = qlm_oct3_256(o, b & 7);
+        *qb = qlm_oct3_256(o + 32, b & 7);
+        return;
+    }
+    qi_decode1(row + (size_t)b * (size_t)(BITS * 8), BITS, qa, qb);
 }
 
 // s_g·d_t: scale of segment t's group in `row` times the segment's activation scale (GK segments
@@ -113,7 +124,7 @@ QI256 QIINL void qi_rows_block(const qlm_qctx *c, float *y, const int r, const i
             }
             for (int i = 0; i < NR; i++) {
                 __m256i qa, qb;
-                qi_decode(cp0 + (size_t)i * rb + (size_t)(j / 64) * (size_t)SBB, BITS, &qa, &qb);
+                qi_decode(cp0 + (size_t)i * rb, c->nsb, j / 64, BITS, &qa, &qb);
                 if (!two && (j & 32)) qa = qb;  // SEG = 32, odd chunk: the superblock's second half
                 sh[i] = _mm256_add_epi16(sh[i], _mm256_maddubs_epi16(qa, h0));
                 sl[i] = _mm256_add_epi16(sl[i], _mm256_maddubs_epi16(qa, l0));
@@ -169,7 +180,7 @@ QI256 QIINL void qi_rows_block_w16(const qlm_qctx *c, float *y, const int r, con
             for (int j = s0; j < s0 + n; j += 64) {
                 for (int i = 0; i < NR; i++) {
                     __m256i qa, qb;
-                    qi_decode(cp0 + (size_t)i * rb + (size_t)(j / 64) * (size_t)SBB, BITS, &qa, &qb);
+                    qi_decode(cp0 + (size_t)i * rb, c->nsb, j / 64, BITS, &qa, &qb);
                     qa = _mm256_shuffle_epi8(tb[i], qa);
                     qb = _mm256_shuffle_epi8(tb[i], qb);
                     acc[i] = qi_madd_bytes(acc[i], _mm256_castsi256_si128(qa), x16 + j);

@@ -52,6 +52,28 @@ QINL void decode_neon(const uint8_t *p, const int BITS, uint8x16_t c[4]) {
     }
 }
 
+// decode_neon for superblock b of a row of nsb superblocks: 3-bit octets (code layout 3, qlm_quant.h)
+// with byte shifts (codes 2 and 5 take bits 6..7 of V0 / V1 and bit 6 / 7 of V2).
+QINL void decode_neon_sb(const uint8_t *row, const int nsb, const int b, const int BITS, uint8x16_t c[4]) {
+    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
+        const uint8_t *o = row + (size_t)(b & ~7) * 24;
+        const int s = b & 7;
+        const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
+        const uint8x16_t m7 = vdupq_n_u8(7), m4 = vdupq_n_u8(4);
+        for (int k = 0; k < 4; k++) {
+            const uint8x16_t x = vld1q_u8(v + 16 * k);
+            switch (s) {
+            case 0: case 3: case 6: c[k] = vandq_u8(x, m7); break;
+            case 1: case 4: case 7: c[k] = vandq_u8(vshrq_n_u8(x, 3), m7); break;
+            case 2: c[k] = vorrq_u8(vshrq_n_u8(x, 6), vandq_u8(vshrq_n_u8(vld1q_u8(o + 128 + 16 * k), 4), m4)); break;
+            default: c[k] = vorrq_u8(vshrq_n_u8(x, 6), vandq_u8(vshrq_n_u8(vld1q_u8(o + 128 + 16 * k), 5), m4)); break;
+            }
+        }
+        return;
+    }
+    decode_neon(row + (size_t)b * (size_t)(BITS * 8), BITS, c);
+}
+
 // Table value for each of 16 codes (< 16): four float32x4 (weights 0..3, 4..7, 8..11, 12..15).
 QINL void lookup16(uint8x16x4_t t, uint8x16_t codes, float32x4_t w[4]) {
     static const uint8_t off_b[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
@@ -109,7 +131,7 @@ QINL void qrows_neon_block(const qlm_qctx *c, float *y, const int r, const int N
         const float *xb = xs + (size_t)b * 64;
         for (int i = 0; i < NR; i++) {
             uint8x16_t codes[4];
-            decode_neon(cp + (size_t)i * rb + (size_t)b * (size_t)SBB, BITS, codes);
+            decode_neon_sb(cp + (size_t)i * rb, nsb, b, BITS, codes);
             __builtin_prefetch(cp + (size_t)i * rb + (size_t)b * (size_t)SBB + 512, 0, 0);
             for (int k = 0; k < 4; k++) {
                 if (GC > 0) {
@@ -260,7 +282,7 @@ QDOT QINL void qdot_row(const qlm_qctx *c, float *y, const int r, const int BITS
     int32x4_t ah = vdupq_n_s32(0), al = vdupq_n_s32(0);
     for (int b = 0; b < cp / 64; b++) {
         uint8x16_t q[4];
-        decode_neon(row + (size_t)b * (size_t)SBB, BITS, q);
+        decode_neon_sb(row, cp / 64, b, BITS, q);
         for (int k = 0; k < 4; k++) {
             const int col = 64 * b + 16 * k;
             uint8x16_t w = LUT ? vqtbl1q_u8(tb, q[k]) : q[k];

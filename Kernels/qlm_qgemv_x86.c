@@ -91,6 +91,24 @@ Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m51
     }
 }
 
+// decode512 for superblock b of a row of nsb superblocks: 3-bit octets (code layout 3) decode to code
+// bytes, widened per chunk, the high-bit masks tested from them; PAIR chunks 1 and 3 shifted to bits 2..3.
+Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, const int BITS, const int PAIR,
+                            __m512i idx[4], __mmask16 hm[4]) {
+    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
+        const __m512i q = qlm_oct3_512(row + (size_t)(b & ~7) * 24, b & 7);
+        const __m128i part[4] = {_mm512_extracti32x4_epi32(q, 0), _mm512_extracti32x4_epi32(q, 1),
+                                 _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
+        for (int k = 0; k < 4; k++) {
+            const __m512i v = _mm512_cvtepu8_epi32(part[k]);
+            hm[k] = _mm512_test_epi32_mask(v, _mm512_set1_epi32(4));
+            idx[k] = PAIR && (k & 1) ? _mm512_slli_epi32(v, 2) : v;
+        }
+        return;
+    }
+    decode512(row + (size_t)b * (size_t)(BITS * 8), BITS, PAIR, idx, hm);
+}
+
 // Converts n (<= 16) f16 values to f32 into out[16] (masked load: never reads past the end).
 Q512 QINL void f16x16_to_f32(const uint16_t *src, int n, float *out) {
     const __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFFu : ((1u << n) - 1u));
@@ -164,14 +182,14 @@ Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c
     const qlm_qmatrix *m = c->m;
     const size_t rb = c->rb;
     const int SBB = BITS * 8;
-    const uint8_t *cp = m->codes + (size_t)r * rb + (size_t)b * (size_t)SBB;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
     const float *xb = c->xs + (size_t)b * 64;
     __m512 xv[4];
     for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xb + 16 * k);
     for (int i = 0; i < NR; i++) {
         __m512i idx[4];
         __mmask16 hm[4];
-        decode512(cp + (size_t)i * rb, BITS, PAIR, idx, hm);
+        decode512_sb(cp + (size_t)i * rb, c->nsb, b, BITS, PAIR, idx, hm);
         for (int k = 0; k < 4; k++) {
             if (GCK > 0) {
                 const int ch = b * 4 + k;
@@ -370,7 +388,7 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
     for (int b = 0; b < nsb; b++) {
         __m512i idx[4];
         __mmask16 hm[4];
-        decode512(cp + (size_t)b * (size_t)SBB, BITS, PAIR, idx, hm);
+        decode512_sb(cp, nsb, b, BITS, PAIR, idx, hm);
         float *dst = out + (size_t)b * 64;
         const int rem = cols - b * 64;  // > 0
         for (int k = 0; k < 4; k++) {
@@ -468,6 +486,7 @@ Q256 QINL float hsum256(__m256 v) {
 Q256 QINL __m256i zext8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 
 
+// (decode256_sb below: superblock b of a row, 3-bit octets included.)
 // Indices of the eight 8-weight chunks of one superblock (chunk j = weights 8j .. 8j+7).
 Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
     if (BITS == 2 || BITS == 3) {
@@ -500,6 +519,19 @@ Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
     } else {  // 8
         for (int q = 0; q < 8; q++) idx[q] = zext8(p + 8 * q);
     }
+}
+
+// decode256 for superblock b of a row of nsb superblocks (3-bit octets: code bytes, 0..7).
+Q256 QINL void decode256_sb(const uint8_t *row, const int nsb, const int b, const int BITS, __m256i idx[8]) {
+    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
+        const uint8_t *o = row + (size_t)(b & ~7) * 24;
+        uint8_t q[64];
+        _mm256_storeu_si256((__m256i *)(void *)q, qlm_oct3_256(o, b & 7));
+        _mm256_storeu_si256((__m256i *)(void *)(q + 32), qlm_oct3_256(o + 32, b & 7));
+        for (int k = 0; k < 8; k++) idx[k] = zext8(q + 8 * k);
+        return;
+    }
+    decode256(row + (size_t)b * (size_t)(BITS * 8), BITS, idx);
 }
 
 Q256 QINL void f16x8_to_f32(const uint16_t *src, int n, float *out) {
@@ -561,11 +593,11 @@ Q256 QINL void q256_superblock(q256_state *st, q256_cache *ca, const qlm_qctx *c
     const qlm_qmatrix *m = c->m;
     const size_t rb = c->rb;
     const int SBB = BITS * 8;
-    const uint8_t *cp = m->codes + (size_t)r * rb + (size_t)b * (size_t)SBB;
+    const uint8_t *cp = m->codes + (size_t)r * rb;
     const float *xb = c->xs + (size_t)b * 64;
     for (int i = 0; i < NR; i++) {
         __m256i idx[8];
-        decode256(cp + (size_t)i * rb, BITS, idx);
+        decode256_sb(cp + (size_t)i * rb, c->nsb, b, BITS, idx);
         for (int q = 0; q < 8; q++) {
             // chunk q (8 weights) lies in 16-column chunk b*4 + q/2 (groups are multiples of 16)
             if (GCK > 0 && (q & 1) == 0) {
@@ -745,7 +777,7 @@ Q256 QINL void dq256_row(const qlm_qmatrix *m, int r, float *out, const int BITS
     else q256_group(&st, &ca, m, r, 0, 0, ng, BITS);
     for (int b = 0; b < nsb; b++) {
         __m256i idx[8];
-        decode256(cp + (size_t)b * (size_t)SBB, BITS, idx);
+        decode256_sb(cp, nsb, b, BITS, idx);
         const int rem = cols - b * 64;
         float *dst = rem >= 64 ? out + (size_t)b * 64 : tmp;
         for (int q = 0; q < 8; q++) {

@@ -119,20 +119,89 @@ static inline void sb_unpack(int bits, const uint8_t *s, uint8_t w[64]) {
     }
 }
 
+// 3-bit octets (code layout 3): eight superblocks' codes c_0..c_7 of byte lane j packed into bytes j of
+// three 64-byte vectors (qlm_quant.h).
+static void octet3_pack(const uint8_t *q, uint8_t *d) {  // q: 512 codes, superblock s at q + 64·s
+    for (int j = 0; j < 64; j++) {
+        unsigned c[8];
+        for (int s = 0; s < 8; s++) c[s] = q[64 * s + j] & 7u;
+        d[j] = (uint8_t)(c[0] | c[1] << 3 | (c[2] & 3) << 6);
+        d[64 + j] = (uint8_t)(c[3] | c[4] << 3 | (c[5] & 3) << 6);
+        d[128 + j] = (uint8_t)(c[6] | c[7] << 3 | (c[2] >> 2) << 6 | (c[5] >> 2) << 7);
+    }
+}
+
+// Codes of superblock s (0..7) of the octet at o.
+static void octet3_unpack(const uint8_t *o, int s, uint8_t w[64]) {
+    for (int j = 0; j < 64; j++) {
+        const unsigned v0 = o[j], v1 = o[64 + j], v2 = o[128 + j];
+        unsigned c;
+        switch (s) {
+        case 0: c = v0; break;
+        case 1: c = v0 >> 3; break;
+        case 2: c = v0 >> 6 | (v2 >> 4 & 4); break;
+        case 3: c = v1; break;
+        case 4: c = v1 >> 3; break;
+        case 5: c = v1 >> 6 | (v2 >> 5 & 4); break;
+        case 6: c = v2; break;
+        default: c = v2 >> 3; break;
+        }
+        w[j] = (uint8_t)(c & 7);
+    }
+}
+
+void qlm_sb_codes(int bits, const uint8_t *row, int nsb, int b, uint8_t w[64]) {
+    if (bits == 3 && qlm_sb3_in_octet(b, nsb)) octet3_unpack(row + (size_t)(b & ~7) * 24, b & 7, w);
+    else sb_unpack(bits, row + (size_t)b * (size_t)qlm_sb_bytes(bits), w);
+}
+
+// One row of codes (cols bytes) into its packed form (rb bytes).
+static void row_pack(int bits, const uint8_t *qr, uint8_t *dr, int cols, int nsb) {
+    const int sbb = qlm_sb_bytes(bits);
+    for (int b = 0; b < nsb; b++) {
+        uint8_t w[64];
+        const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+        memcpy(w, qr + j0, (size_t)n);
+        memset(w + n, 0, (size_t)(64 - n));  // padding codes are 0
+        sb_pack(bits, w, dr + (size_t)b * (size_t)sbb);
+    }
+    if (bits == 3)  // whole octets (only the last superblock of a row can be short, and it is in an octet only
+                    // when nsb % 8 == 0: its padding is packed as zeros too)
+        for (int b0 = 0; b0 + 8 <= nsb; b0 += 8) {
+            uint8_t q[512];
+            const int j0 = b0 * 64, n = cols - j0 < 512 ? cols - j0 : 512;
+            memcpy(q, qr + j0, (size_t)n);
+            memset(q + n, 0, (size_t)(512 - n));
+            octet3_pack(q, dr + (size_t)b0 * 24);
+        }
+}
+
 void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols) {
     const int sbb = qlm_sb_bytes(bits);
     if (sbb == 0 || rows <= 0 || cols <= 0) return;
     const size_t rb = qlm_row_bytes(bits, cols);
     const int nsb = (int)(rb / (size_t)sbb);
-    for (int r = 0; r < rows; r++) {
-        const uint8_t *qr = q + (size_t)r * (size_t)cols;
-        for (int b = 0; b < nsb; b++) {
-            uint8_t w[64];
-            const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
-            memcpy(w, qr + j0, (size_t)n);
-            memset(w + n, 0, (size_t)(64 - n));  // padding codes are 0
-            sb_pack(bits, w, dst + (size_t)r * rb + (size_t)b * (size_t)sbb);
+    for (int r = 0; r < rows; r++) row_pack(bits, q + (size_t)r * (size_t)cols, dst + (size_t)r * rb, cols, nsb);
+}
+
+// One packed row back to codes; `layout` is the code layout it was written with (1..3).
+static void row_unpack(int layout, int bits, const uint8_t *sr, uint8_t *qr, int cols, int nsb) {
+    for (int b = 0; b < nsb; b++) {
+        uint8_t w[64];
+        if (bits == 3 && layout == 1) {  // layout 1: byte 16 + i, bit k = hi(w[i + 16k]), bit 4 + k = hi(w[i + 8 + 16k])
+            const uint8_t *p = sr + (size_t)b * 24;
+            sb_unpack(2, p, w);
+            for (int j = 0; j < 64; j++) {
+                const int i = j % 8, k = j / 16, hi4 = (j % 16) / 8;
+                w[j] |= (uint8_t)(((p[16 + i] >> (k + 4 * hi4)) & 1) << 2);
+            }
+        } else if (bits == 3 && layout == 2) {
+            sb_unpack(3, sr + (size_t)b * 24, w);
+        } else {
+            qlm_sb_codes(bits, sr, nsb, b, w);
         }
+        const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+        memcpy(qr + j0, w, (size_t)n);
     }
 }
 
@@ -141,30 +210,30 @@ void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int co
     if (sbb == 0 || rows <= 0 || cols <= 0) return;
     const size_t rb = qlm_row_bytes(bits, cols);
     const int nsb = (int)(rb / (size_t)sbb);
-    for (int r = 0; r < rows; r++) {
-        uint8_t *qr = q + (size_t)r * (size_t)cols;
-        for (int b = 0; b < nsb; b++) {
-            uint8_t w[64];
-            sb_unpack(bits, src + (size_t)r * rb + (size_t)b * (size_t)sbb, w);
-            const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
-            memcpy(qr + j0, w, (size_t)n);
-        }
+    for (int r = 0; r < rows; r++) row_unpack(QLM_CODE_LAYOUT, bits, src + (size_t)r * rb, q + (size_t)r * (size_t)cols, cols, nsb);
+}
+
+int qlm_codes_from_layout(int layout, int bits, const uint8_t *src, uint8_t *dst, int rows, int cols) {
+    if (layout < 1 || layout > QLM_CODE_LAYOUT) return -1;
+    const size_t rb = qlm_row_bytes(bits, cols);
+    if (rows <= 0 || rb == 0) return 0;
+    if (bits != 3 || layout == QLM_CODE_LAYOUT) {  // only 3-bit codes changed between layouts
+        memcpy(dst, src, rb * (size_t)rows);
+        return 0;
     }
+    const int nsb = (int)(rb / 24), cols_pad = nsb * 64;
+    uint8_t *q = malloc((size_t)cols_pad);
+    if (!q) return -1;
+    for (int r = 0; r < rows; r++) {  // codes of the padding too (zeros in every layout), so the round trip is exact
+        row_unpack(layout, 3, src + (size_t)r * rb, q, cols_pad, nsb);
+        row_pack(3, q, dst + (size_t)r * rb, cols_pad, nsb);
+    }
+    free(q);
+    return 0;
 }
 
 void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols) {
-    const size_t total = qlm_row_bytes(bits, cols) * (size_t)(rows > 0 ? rows : 0);
-    memcpy(dst, src, total);
-    if (bits != 3) return;
-    for (size_t o = 0; o < total; o += 24) {  // superblocks are contiguous: rows are whole superblocks
-        uint64_t h = 0;
-        for (int i = 0; i < 8; i++)
-            for (int k = 0; k < 4; k++) {
-                h |= (uint64_t)((src[o + 16 + (size_t)i] >> k) & 1) << (i + 16 * k);
-                h |= (uint64_t)((src[o + 16 + (size_t)i] >> (4 + k)) & 1) << (i + 8 + 16 * k);
-            }
-        for (int i = 0; i < 8; i++) dst[o + 16 + (size_t)i] = (uint8_t)(h >> (8 * i));
-    }
+    (void)qlm_codes_from_layout(1, bits, src, dst, rows, cols);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,7 +270,7 @@ static void dequant_row_stored(const qlm_qmatrix *m, int r, float *out) {
     }
     for (int b = 0; b < nsb; b++) {
         uint8_t q[64];
-        sb_unpack(bits, cr + (size_t)b * (size_t)sbb, q);
+        qlm_sb_codes(bits, cr, nsb, b, q);
         const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
         for (int i = 0; i < n; i++) {
             const int j = j0 + i;
@@ -324,7 +393,7 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
             }
             for (int b = 0; b < c->nsb; b++) {
                 uint8_t q[64];
-                sb_unpack(bits, cr + (size_t)b * (size_t)sbb, q);
+                qlm_sb_codes(bits, cr, c->nsb, b, q);
                 for (int i = 0; i < 64; i++) {
                     const int j = b * 64 + i;
                     if (j >= gend) {  // next affine group (the last one also covers the padding)

@@ -5,6 +5,10 @@
 
 #include "qlm_quant.h"
 
+// 3-bit superblock b of a row of nsb lies in an octet (code layout 3, qlm_quant.h) at
+// row + (b & ~7)·24, as superblock b & 7 of it; otherwise it is a single 24-byte superblock at row + 24·b.
+static inline int qlm_sb3_in_octet(int b, int nsb) { return b < (nsb & ~7); }
+
 // What a row kernel needs for one call. The driver fills it once per GEMV.
 typedef struct {
     const qlm_qmatrix *m;

@@ -12,11 +12,19 @@
 //
 // Superblock layouts (64 weights; "w[k]" = weight k of the superblock, codes unsigned):
 //   bits 2: 16 bytes. byte i (0..15): bits 2k..2k+1 hold w[i + 16k], k = 0..3.
-//   bits 3: 24 bytes. bytes 0..15: the low 2 bits, laid out as for bits 2;
-//           bytes 16..23: the high bits as one little-endian 64-bit lane mask, bit j = hi(w[j])
-//           (AVX-512 loads it straight into a mask register). Code layout 2; layout 1 (files
-//           written before 2026-11-22) had byte 16+i, bit k = hi(w[i + 16k]), bit 4+k =
-//           hi(w[i + 8 + 16k]): qlm_codes_from_layout1 converts.
+//   bits 3: 24 bytes per superblock, and each row's superblocks in octets (code layout 3):
+//           superblocks 8k .. 8k+7 (while all eight exist) share 192 bytes, three 64-byte vectors
+//           V0, V1, V2 whose byte j packs weight j of all eight (c_s = w[j] of superblock 8k + s):
+//             V0[j] = c_0 | c_1 << 3 | (c_2 & 3) << 6
+//             V1[j] = c_3 | c_4 << 3 | (c_5 & 3) << 6
+//             V2[j] = c_6 | c_7 << 3 | (c_2 >> 2) << 6 | (c_5 >> 2) << 7
+//           so one load of each vector and 1-4 shift/mask ops give 64 weights (17 ops per 512 weights
+//           on AVX-512). The last nsb mod 8 superblocks of a row are single 24-byte superblocks:
+//           bytes 0..15: the low 2 bits, laid out as for bits 2; bytes 16..23: the high bits as one
+//           little-endian 64-bit lane mask, bit j = hi(w[j]). Rows take the same bytes either way.
+//           Older files: layout 2 (2026-11-22 .. 2026-12-04) stored every superblock in the
+//           single form; layout 1 (before) had byte 16+i, bit k = hi(w[i + 16k]), bit 4+k =
+//           hi(w[i + 8 + 16k]). qlm_codes_from_layout converts both.
 //   bits 4: 32 bytes. byte i (0..31): low nibble = w[i], high nibble = w[i + 32].
 //   bits 8: 64 bytes. byte i = w[i].
 // These layouts let a 16-lane SIMD register take 16 consecutive weights with one zero-extending
@@ -75,11 +83,15 @@ size_t qlm_storage_bytes(const qlm_qmatrix *m);
 void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols);
 // Inverse of qlm_pack_codes (exact round trip).
 void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int cols);
-// The superblock layout version qlm_pack_codes writes (see the layouts above).
-#define QLM_CODE_LAYOUT 2
-// Packed codes written with code layout 1 → the current layout (only 3-bit differs; other bit
-// widths are copied). src and dst hold rows · qlm_row_bytes(bits, cols) bytes and may not overlap.
-void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);
+// Codes of superblock b (64 bytes, padding included) of one packed row of nsb superblocks.
+void qlm_sb_codes(int bits, const uint8_t *row, int nsb, int b, uint8_t w[64]);
+// The code layout version qlm_pack_codes writes (see the layouts above).
+#define QLM_CODE_LAYOUT 3
+// Packed codes written with code layout `layout` (1 .. QLM_CODE_LAYOUT) → the current layout (only
+// 3-bit codes differ; other bit widths are copied). src and dst hold rows · qlm_row_bytes(bits, cols)
+// bytes and may not overlap. Returns 0, or -1 for an unknown layout (or no memory).
+int qlm_codes_from_layout(int layout, int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);
+void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);  // layout 1 → current
 
 // Dequantize rows [r0, r1) into out[(r1 - r0), cols] in ORIGINAL column order, outliers included.
 void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);

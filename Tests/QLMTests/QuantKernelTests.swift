@@ -336,6 +336,59 @@ final class QuantKernelTests: HoldsKernelState {
         }
     }
 
+    /// Layout 2 (and the single superblocks at a row's end in layout 3): 2-bit plane + 64-bit high-bit mask.
+    static func packSingleSuperblocks3(_ q: [UInt8], rows: Int, cols: Int) -> [UInt8] {
+        let rb = qlm_row_bytes(3, Int32(cols))
+        var out = [UInt8](repeating: 0, count: rows * rb)
+        for r in 0..<rows {
+            for j in 0..<cols {
+                let sb = j / 64, k = j % 64, base = r * rb + sb * 24, c = q[r * cols + j]
+                out[base + k % 16] |= (c & 3) << (2 * (k / 16))
+                out[base + 16 + k / 8] |= ((c >> 2) & 1) << (k % 8)
+            }
+        }
+        return out
+    }
+
+    @Test func octetLayoutFollowsTheSpec() {
+        var rng = Rng(21)
+        for (rows, cols) in [(2, 512), (3, 576), (1, 1000), (2, 1536), (1, 449)] {
+            let q = (0..<(rows * cols)).map { _ in UInt8(rng.below(8)) }
+            let rb = qlm_row_bytes(3, Int32(cols)), nsb = rb / 24
+            var packed = [UInt8](repeating: 0xEE, count: rows * rb)
+            qlm_pack_codes(3, q, &packed, Int32(rows), Int32(cols))
+            let single = Self.packSingleSuperblocks3(q, rows: rows, cols: cols)
+            for r in 0..<rows {
+                func code(_ b: Int, _ j: Int) -> UInt8 { let col = b * 64 + j; return col < cols ? q[r * cols + col] : 0 }
+                for b0 in stride(from: 0, to: nsb & ~7, by: 8) {
+                    let o = r * rb + b0 * 24
+                    for j in 0..<64 {
+                        let c = (0..<8).map { code(b0 + $0, j) }
+                        #expect(packed[o + j] == c[0] | c[1] << 3 | (c[2] & 3) << 6, "\(rows)x\(cols) V0")
+                        #expect(packed[o + 64 + j] == c[3] | c[4] << 3 | (c[5] & 3) << 6, "\(rows)x\(cols) V1")
+                        #expect(packed[o + 128 + j] == c[6] | c[7] << 3 | (c[2] >> 2) << 6 | (c[5] >> 2) << 7, "\(rows)x\(cols) V2")
+                    }
+                }
+                let tail = r * rb + (nsb & ~7) * 24  // the last nsb mod 8 superblocks: single form, as in layout 2
+                #expect(Array(packed[tail..<(r * rb + rb)]) == Array(single[tail..<(r * rb + rb)]), "\(rows)x\(cols) tail")
+            }
+            var back = [UInt8](repeating: 0xFF, count: rows * cols)
+            qlm_unpack_codes(3, packed, &back, Int32(rows), Int32(cols))
+            #expect(back == q, "\(rows)x\(cols) round trip")
+            // Files written with layout 2 (every superblock single) convert to the same bytes.
+            var conv = [UInt8](repeating: 0, count: rows * rb)
+            #expect(qlm_codes_from_layout(2, 3, single, &conv, Int32(rows), Int32(cols)) == 0)
+            #expect(conv == packed, "\(rows)x\(cols) layout 2 → 3")
+            #expect(qlm_codes_from_layout(Int32(QLM_CODE_LAYOUT) + 1, 3, single, &conv, Int32(rows), Int32(cols)) == -1)
+            // Superblock accessor used by the reference kernels.
+            for b in [0, nsb / 2, nsb - 1] {
+                var w = [UInt8](repeating: 0xFF, count: 64)
+                packed.withUnsafeBufferPointer { qlm_sb_codes(3, $0.baseAddress! + (rows - 1) * rb, Int32(nsb), Int32(b), &w) }
+                for j in 0..<64 where b * 64 + j < cols { #expect(w[j] == q[(rows - 1) * cols + b * 64 + j]) }
+            }
+        }
+    }
+
     @Test func layout1ConversionMatchesTheOldSpec() {
         var rng = Rng(12)
         for (rows, cols) in [(1, 64), (3, 100), (2, 576)] {

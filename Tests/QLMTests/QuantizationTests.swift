@@ -116,6 +116,36 @@ struct QuantizationTests {
         }
     }
 
+    @Test("3-bit matrices written with an older code layout load as the same matrix; a newer layout is refused")
+    func olderCodeLayoutsLoad() throws {
+        var rng = SeededRNG(seed: 17)
+        let rows = 5, cols = 1100  // 18 superblocks: two octets and two single superblocks per row
+        let W = (0..<(rows * cols)).map { _ in Float(rng.next() % 100_000) / 50_000 - 1 }
+        let q = try quantizeRTN(W, rows: rows, cols: cols, spec: QuantSpec(format: .affine, bits: 3, groupSize: 128))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qlm-layout-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let layout2 = QuantKernelTests.packSingleSuperblocks3(q.codes, rows: rows, cols: cols)
+        for layout in [2, Int(QLM_CODE_LAYOUT) + 1] {
+            let w = QLMWeightsWriter()
+            var meta = q.meta
+            meta.codeLayout = layout
+            w.matrices["m"] = meta
+            for (suffix, dtype, shape, data) in q.blobs() {
+                w.add("m" + suffix, dtype: dtype, shape: shape, data: suffix == ".codes" ? Data(layout2) : data)
+            }
+            let path = dir.appendingPathComponent("l\(layout).qlmw").path
+            try w.write(to: path)
+            if layout == 2 {
+                let back = QuantizedMatrix(unpacking: try QLMWeightsFile(path: path).matrix("m"))
+                #expect(back.codes == q.codes && back.scales == q.scales)
+                #expect(back.dequantize() == q.dequantize())
+            } else {
+                #expect(throws: (any Error).self) { _ = try QLMWeightsFile(path: path).matrix("m") }
+            }
+        }
+    }
+
     @Test("RTN: packed dequantization equals an independent Swift dequantization",
           arguments: [(WeightFormat.affine, 4, 128), (.affine, 3, 32), (.affine, 2, 64), (.affine, 8, 0), (.lut, 4, 0), (.lut, 3, 0), (.lut, 2, 0)])
     func rtnMatchesReference(format: WeightFormat, bits: Int, group: Int) throws {

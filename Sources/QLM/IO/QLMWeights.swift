@@ -160,16 +160,17 @@ public final class QLMWeightsFile: @unchecked Sendable {
             guard okBits.contains(meta.bits) else { throw QLMError.tensor(path: path, tensor: name, detail: "\(meta.format) with \(meta.bits) bits") }
             let codeBytes = r * qlm_row_bytes(Int32(meta.bits), Int32(c))
             m.codes = try blob(name + ".codes", dtype: "u8", count: codeBytes).assumingMemoryBound(to: UInt8.self)
-            switch meta.codeLayout ?? 1 {
-            case Int(QLM_CODE_LAYOUT): break
-            case 1 where meta.bits == 3:  // older 3-bit high-bit plane: convert once into memory
+            let layout = meta.codeLayout ?? 1
+            guard (1...Int(QLM_CODE_LAYOUT)).contains(layout) else {
+                throw QLMError.tensor(path: path, tensor: name, detail: "code layout \(layout) (this qlm reads layouts 1 to \(QLM_CODE_LAYOUT)): written by a newer qlm?")
+            }
+            if layout != Int(QLM_CODE_LAYOUT) && meta.bits == 3 {  // older 3-bit layouts: convert once into memory (other widths never changed)
                 let conv = OwnedBytes(count: codeBytes)
-                qlm_codes_from_layout1(3, m.codes, conv.ptr.assumingMemoryBound(to: UInt8.self), Int32(r), Int32(c))
+                guard qlm_codes_from_layout(Int32(layout), 3, m.codes, conv.ptr.assumingMemoryBound(to: UInt8.self), Int32(r), Int32(c)) == 0 else {
+                    throw QLMError.tensor(path: path, tensor: name, detail: "cannot convert 3-bit code layout \(layout)")
+                }
                 m.codes = UnsafePointer(conv.ptr.assumingMemoryBound(to: UInt8.self))
                 extraOwners.append(conv)
-            case 1: break  // other widths did not change
-            default:
-                throw QLMError.tensor(path: path, tensor: name, detail: "code layout \(meta.codeLayout!) (this qlm reads layouts 1 and \(QLM_CODE_LAYOUT)): written by a newer qlm?")
             }
             if fmt == QLM_FMT_AFFINE {
                 guard meta.groupSize > 0, [32, 64, 128].contains(meta.groupSize) || meta.groupSize == c else {
