@@ -9,8 +9,9 @@
 // 2^bits entries. Further tricks (AVX-512):
 //   2-bit: chunks 1 and 3 are looked up with the indices of chunks 0 and 2 in a second table
 //          t1[i] = t[i >> 2] (index bits 2..3 select), which saves two of three shifts;
-//   3-bit: the low 2 bits index a period-4 table; the high bits, stored as a lane mask, select
-//          a second table's entries with a masked permute (lut: also the t1 trick above);
+//   3-bit: octets (code layout 3) shift each chunk's code to bits 0..2 of its lane, the single
+//          superblocks at a row's end add 4 under the high-bit lane mask; one permute of the
+//          8-periodic table then dequantises;
 //   8-bit: codes are converted to f32 and s·(q − z) is computed per vector.
 // AVX2 4-bit uses two 8-entry permutes and a blend on index bit 3.
 // So every path computes exactly the weights of qlm_qmatrix_dequant_rows; only the summation
@@ -37,7 +38,6 @@
 // Value-table index patterns: entry i holds code (i mod 2^bits).
 static const float qlm_iota2[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
 static const float qlm_iota3[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
-static const float qlm_iota3hi[16] = {4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7};
 static const float qlm_iota4[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 // Lane j -> j / 4: turns a period-4 table t[j & 3] into t[j >> 2] (index bits 2..3 select).
@@ -58,27 +58,27 @@ enum { KIND_AFFINE = 0, KIND_LUT = 1 };
 // PAIR (2-bit codes in pairs of chunks): chunks 1 and 3 reuse the indices of chunks 0 and 2 and
 // are looked up in a table that reads index bits 2..3 (t[j >> 2]) instead of bits 0..1, which
 // saves two of the three shifts.
-// 3-bit: the high-bit plane is a 64-bit lane mask (bit j = hi(w[j])), so chunk k's mask is its
-// bits 16k .. 16k+15.
+// 3-bit: whole codes (bits 0..2; the table repeats every 8 entries). The high-bit plane is a 64-bit
+// lane mask (bit j = hi(w[j])), so chunk k's mask is its bits 16k .. 16k+15.
 Q512 QINL void hibits512(const uint8_t *p, __mmask16 hm[4]) {
     for (int k = 0; k < 4; k++) hm[k] = _load_mask16((__mmask16 *)(void *)(p + 16 + 2 * k));
 }
 
-Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m512i idx[4], __mmask16 hm[4]) {
-    if (BITS == 2 || (BITS == 3 && PAIR)) {
+Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m512i idx[4]) {
+    if (BITS == 2) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         idx[0] = idx[1] = v;
         idx[2] = idx[3] = _mm512_srli_epi32(v, 4);
-        if (BITS == 3) hibits512(p, hm);
     } else if (BITS == 3) {
-        // Low 2 bits as for 2-bit (the tables repeat every 4 entries); the high bits are the
-        // chunks' 16-lane masks.
-        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-        idx[0] = v;
-        idx[1] = _mm512_srli_epi32(v, 2);
-        idx[2] = _mm512_srli_epi32(v, 4);
-        idx[3] = _mm512_srli_epi32(v, 6);
+        // Low 2 bits from the plane, + 4 under the chunk's 16-lane high-bit mask: the whole code in
+        // bits 0..2 for the 8-periodic table (the octets' layout decodes straight into that form).
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)), m3 = _mm512_set1_epi32(3);
+        __mmask16 hm[4];
         hibits512(p, hm);
+        for (int k = 0; k < 4; k++) {
+            const __m512i lo = _mm512_and_si512(k ? _mm512_srli_epi32(v, 2 * k) : v, m3);
+            idx[k] = _mm512_mask_or_epi32(lo, hm[k], lo, _mm512_set1_epi32(4));
+        }
     } else if (BITS == 4) {
         const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         const __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)));
@@ -91,22 +91,41 @@ Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m51
     }
 }
 
-// decode512 for superblock b of a row of nsb superblocks: 3-bit octets (code layout 3) decode to code
-// bytes, widened per chunk, the high-bit masks tested from them; PAIR chunks 1 and 3 shifted to bits 2..3.
-Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, const int BITS, const int PAIR,
-                            __m512i idx[4], __mmask16 hm[4]) {
-    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
-        const __m512i q = qlm_oct3_512(row + (size_t)(b & ~7) * 24, b & 7);
-        const __m128i part[4] = {_mm512_extracti32x4_epi32(q, 0), _mm512_extracti32x4_epi32(q, 1),
-                                 _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
-        for (int k = 0; k < 4; k++) {
-            const __m512i v = _mm512_cvtepu8_epi32(part[k]);
-            hm[k] = _mm512_test_epi32_mask(v, _mm512_set1_epi32(4));
-            idx[k] = PAIR && (k & 1) ? _mm512_slli_epi32(v, 2) : v;
+// decode512 for superblock b of a row of nsb superblocks. 3-bit octets (code layout 3): each chunk's 16
+// bytes of its vector zero-extended to 32-bit lanes and shifted so the code lands at bits 0..2; the
+// 3-bit value table repeats every 8 entries, so one vpermps per 16 weights (the single superblocks at
+// a row's end assemble the same codes from plane and mask). Per-core ceiling (f32 activations):
+// affine3 g128 17.0 Gw/s with the earlier layout and two permutes per 16 weights, LUT-3 17.7.
+Q512 QINL void oct3_decode512(const uint8_t *o, const int s, __m512i idx[4]) {
+    const int sh = 3 * (s % 3);
+    const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
+    for (int k = 0; k < 4; k++) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(v + 16 * k)));
+        if (s == 2 || s == 5) {  // low bits at 6..7 of V0 / V1, the high bit at bit 6 / 7 of V2
+            const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(o + 128 + 16 * k)));
+            idx[k] = _mm512_or_si512(_mm512_srli_epi32(x, 6), _mm512_and_si512(_mm512_srli_epi32(h, s == 2 ? 4 : 5), _mm512_set1_epi32(4)));
+        } else {
+            idx[k] = sh ? _mm512_srli_epi32(x, (unsigned)sh) : x;  // bits 0..2 the code; above: ignored by the table
         }
-        return;
     }
-    decode512(row + (size_t)b * (size_t)(BITS * 8), BITS, PAIR, idx, hm);
+}
+
+Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, const int BITS, const int PAIR,
+                            __m512i idx[4]) {
+    if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
+        const uint8_t *o = row + (size_t)(b & ~7) * 24;
+        switch (b & 7) {  // each position its own copy: shifts and masks become constants
+        case 0: oct3_decode512(o, 0, idx); return;
+        case 1: oct3_decode512(o, 1, idx); return;
+        case 2: oct3_decode512(o, 2, idx); return;
+        case 3: oct3_decode512(o, 3, idx); return;
+        case 4: oct3_decode512(o, 4, idx); return;
+        case 5: oct3_decode512(o, 5, idx); return;
+        case 6: oct3_decode512(o, 6, idx); return;
+        default: oct3_decode512(o, 7, idx); return;
+        }
+    }
+    decode512(row + (size_t)b * (size_t)(BITS * 8), BITS, PAIR, idx);
 }
 
 // Converts n (<= 16) f16 values to f32 into out[16] (masked load: never reads past the end).
@@ -120,8 +139,8 @@ Q512 QINL void f16x16_to_f32(const uint16_t *src, int n, float *out) {
 // force the whole state into memory.)
 typedef struct {
     __m512 acc0[4], acc1[4];  // even / odd chunks
-    __m512 tb[4], th[4];      // value tables (3-bit: th = entries with the high bit set)
-    __m512 tb1[4], th1[4];    // PAIR: the same tables indexed by bits 2..3
+    __m512 tb[4];             // value tables (period 2^bits: the bits above a code are ignored)
+    __m512 tb1[4];            // PAIR (2-bit): the same table indexed by bits 2..3
     __m512 sv[4], zv[4];      // 8-bit: scale and zero
 } q512_state;
 typedef struct {
@@ -142,37 +161,27 @@ Q512 QINL void q512_group(q512_state *st, q512_cache *ca, const qlm_qmatrix *m, 
         st->sv[i] = s1;
         st->zv[i] = z1;
     } else {
-        st->tb[i] = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(BITS == 3 ? qlm_iota2 : iota_for(BITS)), z1), s1);
-        if (BITS == 3) st->th[i] = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(qlm_iota3hi), z1), s1);
+        st->tb[i] = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(iota_for(BITS)), z1), s1);
         if (BITS == 2) st->tb1[i] = _mm512_permutexvar_ps(_mm512_loadu_si512(qlm_div4), st->tb[i]);
     }
 }
 
 // Chunk k's 16 weights of row i from its decoded indices (exactly the weights of the scalar
 // dequantisation: tables hold s·(v − z) / the f16 codebook; 8-bit computes (q − z)·s per lane).
-Q512 QINL __m512 q512_weight(const q512_state *st, __m512i idx, __mmask16 hm, const int k, const int i,
+Q512 QINL __m512 q512_weight(const q512_state *st, __m512i idx, const int k, const int i,
                              const int BITS, const int PAIR) {
     if (BITS == 8) return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(idx), st->zv[i]), st->sv[i]);
-    if (BITS == 3 && PAIR && (k & 1))
-        return _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx, st->tb1[i]), hm, idx, st->th1[i]);
-    if (BITS == 3) return _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(idx, st->tb[i]), hm, idx, st->th[i]);
     if (PAIR && (k & 1)) return _mm512_permutexvar_ps(idx, st->tb1[i]);
     return _mm512_permutexvar_ps(idx, st->tb[i]);
 }
 
 // Row `row`'s codebook tables into slot i (LUT kind).
 Q512 QINL void q512_lut_tables(q512_state *st, const qlm_qmatrix *m, int row, int i, const int BITS, const int PAIR) {
-    // 2-bit: the 4 entries repeated 4 times; 3-bit: entries 0..3 (hi = 0) and 4..7 (hi = 1), each
-    // repeated 4 times; 4-bit: all 16.
+    // 2-bit: the 4 entries repeated 4 times; 3-bit: the 8 entries twice; 4-bit: all 16.
     float v[16];
     qlm_lut_row_values(m, row, v);
-    st->tb[i] = BITS == 4 ? _mm512_loadu_ps(v) : _mm512_broadcast_f32x4(_mm_loadu_ps(v));
-    if (BITS == 3) st->th[i] = _mm512_broadcast_f32x4(_mm_loadu_ps(v + 4));
-    if (PAIR) {
-        const __m512i d4 = _mm512_loadu_si512(qlm_div4);
-        st->tb1[i] = _mm512_permutexvar_ps(d4, st->tb[i]);
-        if (BITS == 3) st->th1[i] = _mm512_permutexvar_ps(d4, st->th[i]);
-    }
+    st->tb[i] = BITS == 2 ? _mm512_broadcast_f32x4(_mm_loadu_ps(v)) : _mm512_loadu_ps(v);
+    if (PAIR) st->tb1[i] = _mm512_permutexvar_ps(_mm512_loadu_si512(qlm_div4), st->tb[i]);
 }
 
 // Superblock b of NR rows. GCK > 0: chunk-level affine groups (group size 16 or 32, or a
@@ -188,14 +197,13 @@ Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c
     for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xb + 16 * k);
     for (int i = 0; i < NR; i++) {
         __m512i idx[4];
-        __mmask16 hm[4];
-        decode512_sb(cp + (size_t)i * rb, c->nsb, b, BITS, PAIR, idx, hm);
+        decode512_sb(cp + (size_t)i * rb, c->nsb, b, BITS, PAIR, idx);
         for (int k = 0; k < 4; k++) {
             if (GCK > 0) {
                 const int ch = b * 4 + k;
                 if (ch % GCK == 0 && ch / GCK < c->n_groups) q512_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
             }
-            const __m512 w = q512_weight(st, idx[k], hm[k], k, i, BITS, PAIR);
+            const __m512 w = q512_weight(st, idx[k], k, i, BITS, PAIR);
             if (k & 1) st->acc1[i] = _mm512_fmadd_ps(w, xv[k], st->acc1[i]);
             else st->acc0[i] = _mm512_fmadd_ps(w, xv[k], st->acc0[i]);
         }
@@ -215,7 +223,7 @@ Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const in
                               const int KIND, const int GC) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups;
-    const int PAIR = BITS == 2 || (BITS == 3 && KIND == KIND_LUT);
+    const int PAIR = BITS == 2;
     q512_state st;
     q512_cache ca;
     for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm512_setzero_ps();
@@ -379,7 +387,7 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
     const size_t rb = qlm_row_bytes(BITS, cols);
     const int nsb = (int)(rb / (size_t)SBB);
     const int ng = KIND == KIND_AFFINE ? qlm_n_groups(m) : 1;
-    const int PAIR = BITS == 2 || (BITS == 3 && KIND == KIND_LUT);
+    const int PAIR = BITS == 2;
     const uint8_t *cp = m->codes + (size_t)r * rb;
     q512_state st;
     q512_cache ca;
@@ -387,8 +395,7 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
     else q512_group(&st, &ca, m, r, 0, 0, ng, BITS);
     for (int b = 0; b < nsb; b++) {
         __m512i idx[4];
-        __mmask16 hm[4];
-        decode512_sb(cp, nsb, b, BITS, PAIR, idx, hm);
+        decode512_sb(cp, nsb, b, BITS, PAIR, idx);
         float *dst = out + (size_t)b * 64;
         const int rem = cols - b * 64;  // > 0
         for (int k = 0; k < 4; k++) {
@@ -396,7 +403,7 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
                 const int ch = b * 4 + k;
                 if (ch > 0 && ch % GC == 0 && ch / GC < ng) q512_group(&st, &ca, m, r, 0, ch / GC, ng, BITS);
             }
-            const __m512 w = q512_weight(&st, idx[k], hm[k], k, 0, BITS, PAIR);
+            const __m512 w = q512_weight(&st, idx[k], k, 0, BITS, PAIR);
             const int n = rem - 16 * k;
             if (n >= 16) _mm512_storeu_ps(dst + 16 * k, w);
             else if (n > 0) _mm512_mask_storeu_ps(dst + 16 * k, (__mmask16)((1u << n) - 1u), w);
@@ -521,14 +528,23 @@ Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
     }
 }
 
-// decode256 for superblock b of a row of nsb superblocks (3-bit octets: code bytes, 0..7).
+// decode256 for superblock b of a row of nsb superblocks. 3-bit octets: chunk q's 8 bytes of its vector
+// zero-extended and shifted (vpermps reads index bits 0..2, so the bits above a code need no mask);
+// codes 2 and 5 merge in the high bit from bit 6 / 7 of V2.
 Q256 QINL void decode256_sb(const uint8_t *row, const int nsb, const int b, const int BITS, __m256i idx[8]) {
     if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
         const uint8_t *o = row + (size_t)(b & ~7) * 24;
-        uint8_t q[64];
-        _mm256_storeu_si256((__m256i *)(void *)q, qlm_oct3_256(o, b & 7));
-        _mm256_storeu_si256((__m256i *)(void *)(q + 32), qlm_oct3_256(o + 32, b & 7));
-        for (int k = 0; k < 8; k++) idx[k] = zext8(q + 8 * k);
+        const int s = b & 7, sh = 3 * (s % 3);
+        const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
+        for (int q = 0; q < 8; q++) {
+            const __m256i x = zext8(v + 8 * q);
+            if (s == 2 || s == 5) {
+                const __m256i h = _mm256_and_si256(_mm256_srli_epi32(zext8(o + 128 + 8 * q), s == 2 ? 4 : 5), _mm256_set1_epi32(4));
+                idx[q] = _mm256_or_si256(_mm256_srli_epi32(x, 6), h);
+            } else {
+                idx[q] = sh ? _mm256_srli_epi32(x, (unsigned)sh) : x;
+            }
+        }
         return;
     }
     decode256(row + (size_t)b * (size_t)(BITS * 8), BITS, idx);
