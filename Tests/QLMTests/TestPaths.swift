@@ -15,9 +15,26 @@ enum TestPaths {
     static var wikiTestRaw: String { shared + "/data/wikitext-2-raw/wiki.test.raw" }
     static var ptbTest: String { shared + "/data/ptb/ptb.test.txt" }
 
-    /// A fresh empty temp directory, removed by the caller if it cares.
+    /// This test process's scratch root, $TMPDIR/qlm-tests/PID. Swift Testing has no global teardown,
+    /// and several fixtures (quantized copies of the real model, ~500 MB per run; thousands of small
+    /// GGUF files) live until the process ends, so each run first removes the roots of test processes
+    /// that are gone: what a run leaves behind is bounded by one run.
+    static let scratchRoot: String = {
+        let fm = FileManager.default
+        let base = NSTemporaryDirectory() + "qlm-tests"
+        try? fm.createDirectory(atPath: base, withIntermediateDirectories: true)
+        for name in (try? fm.contentsOfDirectory(atPath: base)) ?? [] {
+            guard let pid = Int32(name), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(atPath: base + "/" + name) }
+        }
+        let mine = base + "/\(getpid())"
+        try? fm.createDirectory(atPath: mine, withIntermediateDirectories: true)
+        return mine
+    }()
+
+    /// A fresh empty temp directory under scratchRoot (removed by the caller if it cares, else by the next run).
     static func tempDir(_ tag: String = "qlm") -> String {
-        let p = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
+        let p = scratchRoot + "/\(tag)-\(UUID().uuidString)"
         try? FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
         return p
     }
