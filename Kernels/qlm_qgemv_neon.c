@@ -266,7 +266,7 @@ int qlm_cpu_has_neon_dotprod(void) {
 // BIAS: weight bytes may exceed 127 (8-bit, LUT): they enter as w − 128.
 QDOT QINL void qdot_row(const qlm_qctx *c, float *y, const int r, const int BITS, const int LUT, const int BIAS) {
     const qlm_qmatrix *m = c->m;
-    const int ng = c->n_groups, cp = c->cols_pad, seg = qlm_act_i16_segment(m), SBB = BITS * 8;
+    const int ng = c->n_groups, cp = c->cols_pad, seg = qlm_act_i16_segment(m);
     const int gsz = m->group_size > 0 && m->group_size < m->cols ? m->group_size : m->cols;
     const int GK = ng <= 1 ? 0 : gsz / seg;  // segments per group
     const uint8_t *row = m->codes + (size_t)r * c->rb;
