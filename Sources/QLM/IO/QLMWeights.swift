@@ -29,8 +29,9 @@ public struct PackedMatrixMeta: Codable, Sendable, Equatable {
     public var groupSize: Int
     public var outliers: Int
     public var permuted: Bool
-    /// Superblock code layout (QLM_CODE_LAYOUT in qlm_quant.h); absent = 1, files written before
-    /// 2026-11-22, whose 3-bit codes are converted to the current layout when loaded.
+    /// Superblock code layout (QLM_CODE_LAYOUT in qlm_quant.h); absent = 1 (files written before
+    /// 2026-11-22). Only 3-bit codes changed (layout 2: high-bit lane masks; 3: octets), and 3-bit
+    /// codes of an older layout are converted to the current one when loaded; other widths record 2.
     public var codeLayout: Int?
 
     public var qlmFormat: qlm_format? {
