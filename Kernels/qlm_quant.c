@@ -381,7 +381,7 @@ static void qrows_scalar(const qlm_qctx *c, float *y, int r0, int r1) {
             for (int k = 0; j < cols; j++, k++) s[k] += qlm_f16_to_f32(h[j]) * xs[j];
         } else {
             float w[64];
-            const int bits = m->bits, sbb = qlm_sb_bytes(bits);
+            const int bits = m->bits;
             const uint8_t *cr = m->codes + (size_t)r * c->rb;
             float tbl[256];
             const int nv = 1 << bits;
