@@ -58,16 +58,13 @@ QINL void decode_neon_sb(const uint8_t *row, const int nsb, const int b, const i
     if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
         const uint8_t *o = row + (size_t)(b & ~7) * 24;
         const int s = b & 7;
-        const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
-        const uint8x16_t m7 = vdupq_n_u8(7), m4 = vdupq_n_u8(4);
+        const uint8_t *v = o + 64 * (s / 3);
+        // Byte shifts by a run-time count (the placement rule in qlm_quant_impl.h): vshlq_u8 with a negative count.
+        const int8x16_t sh = vdupq_n_s8((int8_t)-qlm_oct3_shift(s)), hsh = vdupq_n_s8((int8_t)-qlm_oct3_hishift(s));
         for (int k = 0; k < 4; k++) {
             const uint8x16_t x = vld1q_u8(v + 16 * k);
-            switch (s) {
-            case 0: case 3: case 6: c[k] = vandq_u8(x, m7); break;
-            case 1: case 4: case 7: c[k] = vandq_u8(vshrq_n_u8(x, 3), m7); break;
-            case 2: c[k] = vorrq_u8(vshrq_n_u8(x, 6), vandq_u8(vshrq_n_u8(vld1q_u8(o + 128 + 16 * k), 4), m4)); break;
-            default: c[k] = vorrq_u8(vshrq_n_u8(x, 6), vandq_u8(vshrq_n_u8(vld1q_u8(o + 128 + 16 * k), 5), m4)); break;
-            }
+            c[k] = qlm_oct3_straddles(s) ? vorrq_u8(vshrq_n_u8(x, 6), vandq_u8(vshlq_u8(vld1q_u8(o + 128 + 16 * k), hsh), vdupq_n_u8(4)))
+                                         : vandq_u8(vshlq_u8(x, sh), vdupq_n_u8(7));
         }
         return;
     }

@@ -55,7 +55,7 @@ enum { KIND_AFFINE = 0, KIND_LUT = 1 };
 
 // Indices of the four 16-weight chunks of one superblock (codes in the low bits, for bits <= 4
 // possibly junk above them; for 8-bit the exact codes).
-// PAIR (2-bit codes in pairs of chunks): chunks 1 and 3 reuse the indices of chunks 0 and 2 and
+// 2-bit codes in pairs of chunks: chunks 1 and 3 reuse the indices of chunks 0 and 2 and
 // are looked up in a table that reads index bits 2..3 (t[j >> 2]) instead of bits 0..1, which
 // saves two of the three shifts.
 // 3-bit: whole codes (bits 0..2; the table repeats every 8 entries). The high-bit plane is a 64-bit
@@ -64,7 +64,7 @@ Q512 QINL void hibits512(const uint8_t *p, __mmask16 hm[4]) {
     for (int k = 0; k < 4; k++) hm[k] = _load_mask16((__mmask16 *)(void *)(p + 16 + 2 * k));
 }
 
-Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m512i idx[4]) {
+Q512 QINL void decode512(const uint8_t *p, const int BITS, __m512i idx[4]) {
     if (BITS == 2) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
         idx[0] = idx[1] = v;
@@ -97,21 +97,19 @@ Q512 QINL void decode512(const uint8_t *p, const int BITS, const int PAIR, __m51
 // a row's end assemble the same codes from plane and mask). Per-core ceiling (f32 activations):
 // affine3 g128 17.0 Gw/s with the earlier layout and two permutes per 16 weights, LUT-3 17.7.
 Q512 QINL void oct3_decode512(const uint8_t *o, const int s, __m512i idx[4]) {
-    const int sh = 3 * (s % 3);
-    const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
+    const uint8_t *v = o + 64 * (s / 3);  // the placement rule in qlm_quant_impl.h
     for (int k = 0; k < 4; k++) {
         const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(v + 16 * k)));
-        if (s == 2 || s == 5) {  // low bits at 6..7 of V0 / V1, the high bit at bit 6 / 7 of V2
+        if (qlm_oct3_straddles(s)) {
             const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(o + 128 + 16 * k)));
-            idx[k] = _mm512_or_si512(_mm512_srli_epi32(x, 6), _mm512_and_si512(_mm512_srli_epi32(h, s == 2 ? 4 : 5), _mm512_set1_epi32(4)));
-        } else {
-            idx[k] = sh ? _mm512_srli_epi32(x, (unsigned)sh) : x;  // bits 0..2 the code; above: ignored by the table
+            idx[k] = _mm512_or_si512(_mm512_srli_epi32(x, 6), _mm512_and_si512(_mm512_srli_epi32(h, (unsigned)qlm_oct3_hishift(s)), _mm512_set1_epi32(4)));
+        } else {  // bits 0..2 the code; the bits above are ignored by the 8-periodic table
+            idx[k] = _mm512_srli_epi32(x, (unsigned)qlm_oct3_shift(s));
         }
     }
 }
 
-Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, const int BITS, const int PAIR,
-                            __m512i idx[4]) {
+Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, const int BITS, __m512i idx[4]) {
     if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
         const uint8_t *o = row + (size_t)(b & ~7) * 24;
         switch (b & 7) {  // each position its own copy: shifts and masks become constants
@@ -125,7 +123,7 @@ Q512 QINL void decode512_sb(const uint8_t *row, const int nsb, const int b, cons
         default: oct3_decode512(o, 7, idx); return;
         }
     }
-    decode512(row + (size_t)b * (size_t)(BITS * 8), BITS, PAIR, idx);
+    decode512(row + (size_t)b * (size_t)(BITS * 8), BITS, idx);
 }
 
 // Converts n (<= 16) f16 values to f32 into out[16] (masked load: never reads past the end).
@@ -140,7 +138,7 @@ Q512 QINL void f16x16_to_f32(const uint16_t *src, int n, float *out) {
 typedef struct {
     __m512 acc0[4], acc1[4];  // even / odd chunks
     __m512 tb[4];             // value tables (period 2^bits: the bits above a code are ignored)
-    __m512 tb1[4];            // PAIR (2-bit): the same table indexed by bits 2..3
+    __m512 tb1[4];            // 2-bit: the same table indexed by bits 2..3
     __m512 sv[4], zv[4];      // 8-bit: scale and zero
 } q512_state;
 typedef struct {
@@ -169,25 +167,25 @@ Q512 QINL void q512_group(q512_state *st, q512_cache *ca, const qlm_qmatrix *m, 
 // Chunk k's 16 weights of row i from its decoded indices (exactly the weights of the scalar
 // dequantisation: tables hold s·(v − z) / the f16 codebook; 8-bit computes (q − z)·s per lane).
 Q512 QINL __m512 q512_weight(const q512_state *st, __m512i idx, const int k, const int i,
-                             const int BITS, const int PAIR) {
+                             const int BITS) {
     if (BITS == 8) return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(idx), st->zv[i]), st->sv[i]);
-    if (PAIR && (k & 1)) return _mm512_permutexvar_ps(idx, st->tb1[i]);
+    if (BITS == 2 && (k & 1)) return _mm512_permutexvar_ps(idx, st->tb1[i]);  // the 2-bit pair trick
     return _mm512_permutexvar_ps(idx, st->tb[i]);
 }
 
 // Row `row`'s codebook tables into slot i (LUT kind).
-Q512 QINL void q512_lut_tables(q512_state *st, const qlm_qmatrix *m, int row, int i, const int BITS, const int PAIR) {
+Q512 QINL void q512_lut_tables(q512_state *st, const qlm_qmatrix *m, int row, int i, const int BITS) {
     // 2-bit: the 4 entries repeated 4 times; 3-bit: the 8 entries twice; 4-bit: all 16.
     float v[16];
     qlm_lut_row_values(m, row, v);
     st->tb[i] = BITS == 2 ? _mm512_broadcast_f32x4(_mm_loadu_ps(v)) : _mm512_loadu_ps(v);
-    if (PAIR) st->tb1[i] = _mm512_permutexvar_ps(_mm512_loadu_si512(qlm_div4), st->tb[i]);
+    if (BITS == 2) st->tb1[i] = _mm512_permutexvar_ps(_mm512_loadu_si512(qlm_div4), st->tb[i]);
 }
 
 // Superblock b of NR rows. GCK > 0: chunk-level affine groups (group size 16 or 32, or a
 // multiple of 16 that is not a multiple of 64): the table is rebuilt at group starts inside.
 Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c, int r, int b, const int NR,
-                               const int BITS, const int PAIR, const int GCK) {
+                               const int BITS, const int GCK) {
     const qlm_qmatrix *m = c->m;
     const size_t rb = c->rb;
     const int SBB = BITS * 8;
@@ -197,13 +195,13 @@ Q512 QINL void q512_superblock(q512_state *st, q512_cache *ca, const qlm_qctx *c
     for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xb + 16 * k);
     for (int i = 0; i < NR; i++) {
         __m512i idx[4];
-        decode512_sb(cp + (size_t)i * rb, c->nsb, b, BITS, PAIR, idx);
+        decode512_sb(cp + (size_t)i * rb, c->nsb, b, BITS, idx);
         for (int k = 0; k < 4; k++) {
             if (GCK > 0) {
                 const int ch = b * 4 + k;
                 if (ch % GCK == 0 && ch / GCK < c->n_groups) q512_group(st, ca, m, r + i, i, ch / GCK, c->n_groups, BITS);
             }
-            const __m512 w = q512_weight(st, idx[k], k, i, BITS, PAIR);
+            const __m512 w = q512_weight(st, idx[k], k, i, BITS);
             if (k & 1) st->acc1[i] = _mm512_fmadd_ps(w, xv[k], st->acc1[i]);
             else st->acc0[i] = _mm512_fmadd_ps(w, xv[k], st->acc0[i]);
         }
@@ -223,19 +221,18 @@ Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const in
                               const int KIND, const int GC) {
     const qlm_qmatrix *m = c->m;
     const int nsb = c->nsb, ng = c->n_groups;
-    const int PAIR = BITS == 2;
     q512_state st;
     q512_cache ca;
     for (int i = 0; i < NR; i++) st.acc0[i] = st.acc1[i] = _mm512_setzero_ps();
     if (KIND == KIND_LUT) {
-        for (int i = 0; i < NR; i++) q512_lut_tables(&st, m, r + i, i, BITS, PAIR);
+        for (int i = 0; i < NR; i++) q512_lut_tables(&st, m, r + i, i, BITS);
     }
     if (KIND == KIND_LUT || GC == 0) {
         if (KIND == KIND_AFFINE)
             for (int i = 0; i < NR; i++) q512_group(&st, &ca, m, r + i, i, 0, ng, BITS);
         for (int b = 0; b < nsb; b++) {
             q512_prefetch(c, r, b, NR, BITS);
-            q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, 0);
+            q512_superblock(&st, &ca, c, r, b, NR, BITS, 0);
         }
     } else if (GC % 4 == 0) {  // groups of whole superblocks: tables rebuilt outside the hot loop
         const int spg = GC / 4;
@@ -245,13 +242,13 @@ Q512 QINL void qrows512_block(const qlm_qctx *c, float *y, const int r, const in
             const int b1 = b0 + spg < nsb ? b0 + spg : nsb;
             for (int b = b0; b < b1; b++) {
                 q512_prefetch(c, r, b, NR, BITS);
-                q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, 0);
+                q512_superblock(&st, &ca, c, r, b, NR, BITS, 0);
             }
         }
     } else {
         for (int b = 0; b < nsb; b++) {
             q512_prefetch(c, r, b, NR, BITS);
-            q512_superblock(&st, &ca, c, r, b, NR, BITS, PAIR, GC);
+            q512_superblock(&st, &ca, c, r, b, NR, BITS, GC);
         }
     }
     for (int i = 0; i < NR; i++) y[r + i] = qlm_hsum512(_mm512_add_ps(st.acc0[i], st.acc1[i]));
@@ -387,15 +384,14 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
     const size_t rb = qlm_row_bytes(BITS, cols);
     const int nsb = (int)(rb / (size_t)SBB);
     const int ng = KIND == KIND_AFFINE ? qlm_n_groups(m) : 1;
-    const int PAIR = BITS == 2;
     const uint8_t *cp = m->codes + (size_t)r * rb;
     q512_state st;
     q512_cache ca;
-    if (KIND == KIND_LUT) q512_lut_tables(&st, m, r, 0, BITS, PAIR);
+    if (KIND == KIND_LUT) q512_lut_tables(&st, m, r, 0, BITS);
     else q512_group(&st, &ca, m, r, 0, 0, ng, BITS);
     for (int b = 0; b < nsb; b++) {
         __m512i idx[4];
-        decode512_sb(cp, nsb, b, BITS, PAIR, idx);
+        decode512_sb(cp, nsb, b, BITS, idx);
         float *dst = out + (size_t)b * 64;
         const int rem = cols - b * 64;  // > 0
         for (int k = 0; k < 4; k++) {
@@ -403,7 +399,7 @@ Q512 QINL void dq512_row(const qlm_qmatrix *m, int r, float *out, const int BITS
                 const int ch = b * 4 + k;
                 if (ch > 0 && ch % GC == 0 && ch / GC < ng) q512_group(&st, &ca, m, r, 0, ch / GC, ng, BITS);
             }
-            const __m512 w = q512_weight(&st, idx[k], k, 0, BITS, PAIR);
+            const __m512 w = q512_weight(&st, idx[k], k, 0, BITS);
             const int n = rem - 16 * k;
             if (n >= 16) _mm512_storeu_ps(dst + 16 * k, w);
             else if (n > 0) _mm512_mask_storeu_ps(dst + 16 * k, (__mmask16)((1u << n) - 1u), w);
@@ -534,15 +530,15 @@ Q256 QINL void decode256(const uint8_t *p, const int BITS, __m256i idx[8]) {
 Q256 QINL void decode256_sb(const uint8_t *row, const int nsb, const int b, const int BITS, __m256i idx[8]) {
     if (BITS == 3 && qlm_sb3_in_octet(b, nsb)) {
         const uint8_t *o = row + (size_t)(b & ~7) * 24;
-        const int s = b & 7, sh = 3 * (s % 3);
-        const uint8_t *v = o + 64 * (s < 6 ? s / 3 : 2);
+        const int s = b & 7;
+        const uint8_t *v = o + 64 * (s / 3);
         for (int q = 0; q < 8; q++) {
             const __m256i x = zext8(v + 8 * q);
-            if (s == 2 || s == 5) {
-                const __m256i h = _mm256_and_si256(_mm256_srli_epi32(zext8(o + 128 + 8 * q), s == 2 ? 4 : 5), _mm256_set1_epi32(4));
+            if (qlm_oct3_straddles(s)) {
+                const __m256i h = _mm256_and_si256(_mm256_srli_epi32(zext8(o + 128 + 8 * q), qlm_oct3_hishift(s)), _mm256_set1_epi32(4));
                 idx[q] = _mm256_or_si256(_mm256_srli_epi32(x, 6), h);
             } else {
-                idx[q] = sh ? _mm256_srli_epi32(x, (unsigned)sh) : x;
+                idx[q] = _mm256_srli_epi32(x, qlm_oct3_shift(s));
             }
         }
         return;

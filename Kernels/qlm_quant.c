@@ -131,22 +131,13 @@ static void octet3_pack(const uint8_t *q, uint8_t *d) {  // q: 512 codes, superb
     }
 }
 
-// Codes of superblock s (0..7) of the octet at o.
+// Codes of superblock s (0..7) of the octet at o (the placement rule in qlm_quant_impl.h).
 static void octet3_unpack(const uint8_t *o, int s, uint8_t w[64]) {
+    const uint8_t *v = o + 64 * (s / 3);
     for (int j = 0; j < 64; j++) {
-        const unsigned v0 = o[j], v1 = o[64 + j], v2 = o[128 + j];
-        unsigned c;
-        switch (s) {
-        case 0: c = v0; break;
-        case 1: c = v0 >> 3; break;
-        case 2: c = v0 >> 6 | (v2 >> 4 & 4); break;
-        case 3: c = v1; break;
-        case 4: c = v1 >> 3; break;
-        case 5: c = v1 >> 6 | (v2 >> 5 & 4); break;
-        case 6: c = v2; break;
-        default: c = v2 >> 3; break;
-        }
-        w[j] = (uint8_t)(c & 7);
+        const unsigned c = qlm_oct3_straddles(s) ? (unsigned)(v[j] >> 6) | ((unsigned)(o[128 + j] >> qlm_oct3_hishift(s)) & 4u)
+                                                 : (unsigned)(v[j] >> qlm_oct3_shift(s));
+        w[j] = (uint8_t)(c & 7u);
     }
 }
 
@@ -155,25 +146,20 @@ void qlm_sb_codes(int bits, const uint8_t *row, int nsb, int b, uint8_t w[64]) {
     else sb_unpack(bits, row + (size_t)b * (size_t)qlm_sb_bytes(bits), w);
 }
 
-// One row of codes (cols bytes) into its packed form (rb bytes).
+// One row of codes (cols bytes) into its packed form (rb bytes): 3-bit octets while whole ones remain,
+// then single superblocks; padding codes are 0.
 static void row_pack(int bits, const uint8_t *qr, uint8_t *dr, int cols, int nsb) {
     const int sbb = qlm_sb_bytes(bits);
-    for (int b = 0; b < nsb; b++) {
-        uint8_t w[64];
-        const int j0 = b * 64, n = cols - j0 < 64 ? cols - j0 : 64;
+    for (int b = 0; b < nsb;) {
+        const int k = bits == 3 && qlm_sb3_in_octet(b, nsb) ? 8 : 1;  // superblocks in this step
+        uint8_t w[512];
+        const int j0 = b * 64, n = cols - j0 < 64 * k ? cols - j0 : 64 * k;
         memcpy(w, qr + j0, (size_t)n);
-        memset(w + n, 0, (size_t)(64 - n));  // padding codes are 0
-        sb_pack(bits, w, dr + (size_t)b * (size_t)sbb);
+        memset(w + n, 0, (size_t)(64 * k - n));
+        if (k == 8) octet3_pack(w, dr + (size_t)b * 24);
+        else sb_pack(bits, w, dr + (size_t)b * (size_t)sbb);
+        b += k;
     }
-    if (bits == 3)  // whole octets (only the last superblock of a row can be short, and it is in an octet only
-                    // when nsb % 8 == 0: its padding is packed as zeros too)
-        for (int b0 = 0; b0 + 8 <= nsb; b0 += 8) {
-            uint8_t q[512];
-            const int j0 = b0 * 64, n = cols - j0 < 512 ? cols - j0 : 512;
-            memcpy(q, qr + j0, (size_t)n);
-            memset(q + n, 0, (size_t)(512 - n));
-            octet3_pack(q, dr + (size_t)b0 * 24);
-        }
 }
 
 void qlm_pack_codes(int bits, const uint8_t *q, uint8_t *dst, int rows, int cols) {
@@ -230,10 +216,6 @@ int qlm_codes_from_layout(int layout, int bits, const uint8_t *src, uint8_t *dst
     }
     free(q);
     return 0;
-}
-
-void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols) {
-    (void)qlm_codes_from_layout(1, bits, src, dst, rows, cols);
 }
 
 // ---------------------------------------------------------------------------------------------

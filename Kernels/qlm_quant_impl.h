@@ -8,6 +8,12 @@
 // 3-bit superblock b of a row of nsb lies in an octet (code layout 3, qlm_quant.h) at
 // row + (b & ~7)·24, as superblock b & 7 of it; otherwise it is a single 24-byte superblock at row + 24·b.
 static inline int qlm_sb3_in_octet(int b, int nsb) { return b < (nsb & ~7); }
+// Where code s (0..7) of an octet lies: vector V_{s/3}, bits qlm_oct3_shift(s) up. Codes 2 and 5
+// (qlm_oct3_straddles) hold only their low 2 bits there (bits 6..7); their high bit is bit 6 + s/3 of V2,
+// i.e. (V2 >> qlm_oct3_hishift(s)) & 4. Every decoder (scalar and SIMD) follows this one rule.
+static inline int qlm_oct3_shift(int s) { return 3 * (s % 3); }
+static inline int qlm_oct3_straddles(int s) { return s % 3 == 2; }
+static inline int qlm_oct3_hishift(int s) { return 4 + s / 3; }
 
 // What a row kernel needs for one call. The driver fills it once per GEMV.
 typedef struct {

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "qlm_quant.h"
+#include "qlm_quant_impl.h"
 
 // Horizontal sum of 16 floats (fixed order: halves, quarters, pairs).
 __attribute__((target("avx512f,avx2"), always_inline)) static inline float qlm_hsum512(__m512 v) {
@@ -18,34 +18,21 @@ __attribute__((target("avx512f,avx2"), always_inline)) static inline float qlm_h
     return _mm_cvtss_f32(s);
 }
 
-// Superblock s (0..7) of the 3-bit octet at o (code layout 3, qlm_quant.h) as code bytes: 32 lanes
-// (call with o + 32 for lanes 32..63) or all 64. The straddling codes 2 and 5 take their low bits from
-// bits 6..7 of V0 / V1 and the high bit from bit 6 / 7 of V2.
+// Superblock s (0..7) of the 3-bit octet at o (code layout 3; placement rule in qlm_quant_impl.h) as code
+// bytes: 32 lanes (call with o + 32 for lanes 32..63) or all 64.
 __attribute__((target("avx2"), always_inline)) static inline __m256i qlm_oct3_256(const uint8_t *o, const int s) {
-    const __m256i m7 = _mm256_set1_epi8(7);
-    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(o + 64 * (s < 6 ? s / 3 : 2)));
-    switch (s) {
-    case 0: case 3: case 6: return _mm256_and_si256(v, m7);
-    case 1: case 4: case 7: return _mm256_and_si256(_mm256_srli_epi16(v, 3), m7);
-    default: {
-        const __m256i v2 = _mm256_loadu_si256((const __m256i *)(const void *)(o + 128));
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v2, s == 2 ? 4 : 5), _mm256_set1_epi8(4));
-        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 6), _mm256_set1_epi8(3)), hi);
-    }
-    }
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(o + 64 * (s / 3)));
+    if (!qlm_oct3_straddles(s)) return _mm256_and_si256(_mm256_srli_epi16(v, qlm_oct3_shift(s)), _mm256_set1_epi8(7));
+    const __m256i v2 = _mm256_loadu_si256((const __m256i *)(const void *)(o + 128));
+    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 6), _mm256_set1_epi8(3)),
+                           _mm256_and_si256(_mm256_srli_epi16(v2, qlm_oct3_hishift(s)), _mm256_set1_epi8(4)));
 }
 __attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i qlm_oct3_512(const uint8_t *o, const int s) {
-    const __m512i m7 = _mm512_set1_epi8(7);
-    const __m512i v = _mm512_loadu_si512((const void *)(o + 64 * (s < 6 ? s / 3 : 2)));
-    switch (s) {
-    case 0: case 3: case 6: return _mm512_and_si512(v, m7);
-    case 1: case 4: case 7: return _mm512_and_si512(_mm512_srli_epi16(v, 3), m7);
-    default: {
-        const __m512i v2 = _mm512_loadu_si512((const void *)(o + 128));
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v2, s == 2 ? 4 : 5), _mm512_set1_epi8(4));
-        return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 6), _mm512_set1_epi8(3)), hi);
-    }
-    }
+    const __m512i v = _mm512_loadu_si512((const void *)(o + 64 * (s / 3)));
+    if (!qlm_oct3_straddles(s)) return _mm512_and_si512(_mm512_srli_epi16(v, (unsigned)qlm_oct3_shift(s)), _mm512_set1_epi8(7));
+    const __m512i v2 = _mm512_loadu_si512((const void *)(o + 128));
+    return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 6), _mm512_set1_epi8(3)),
+                           _mm512_and_si512(_mm512_srli_epi16(v2, (unsigned)qlm_oct3_hishift(s)), _mm512_set1_epi8(4)));
 }
 
 // Software prefetch (into L2: an L1 prefetch this far ahead would evict the lines still in use)

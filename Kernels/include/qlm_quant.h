@@ -91,7 +91,6 @@ void qlm_sb_codes(int bits, const uint8_t *row, int nsb, int b, uint8_t w[64]);
 // 3-bit codes differ; other bit widths are copied). src and dst hold rows · qlm_row_bytes(bits, cols)
 // bytes and may not overlap. Returns 0, or -1 for an unknown layout (or no memory).
 int qlm_codes_from_layout(int layout, int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);
-void qlm_codes_from_layout1(int bits, const uint8_t *src, uint8_t *dst, int rows, int cols);  // layout 1 → current
 
 // Dequantize rows [r0, r1) into out[(r1 - r0), cols] in ORIGINAL column order, outliers included.
 void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);

@@ -319,12 +319,12 @@ final class QuantKernelTests: HoldsKernelState {
             e3[16 + k / 8] = 1 << (k % 8)
             #expect(Self.packSingle(bits: 3, index: k, value: 5) == e3, "3-bit weight \(k)")
             // Code layout 1 (before 2026-11-22): high bit in byte 16 + (k % 8), bit (k / 16) + 4·((k % 16) / 8);
-            // qlm_codes_from_layout1 turns it into the current layout.
+            // qlm_codes_from_layout(1, ...) turns it into the current layout.
             var old3 = e3
             old3[16 + k / 8] = 0
             old3[16 + k % 8] |= 1 << ((k / 16) + 4 * ((k % 16) / 8))
             var conv = [UInt8](repeating: 0xEE, count: 24)
-            qlm_codes_from_layout1(3, old3, &conv, 1, 64)
+            _ = qlm_codes_from_layout(1, 3, old3, &conv, 1, 64)
             #expect(conv == e3, "3-bit layout 1 → 2, weight \(k)")
             // 4-bit: byte k % 32, low nibble for k < 32.
             var e4 = [UInt8](repeating: 0, count: 32)
@@ -404,13 +404,13 @@ final class QuantKernelTests: HoldsKernelState {
                 }
             }
             var conv = [UInt8](repeating: 0, count: rows * rb)
-            qlm_codes_from_layout1(3, old, &conv, Int32(rows), Int32(cols))
+            _ = qlm_codes_from_layout(1, 3, old, &conv, Int32(rows), Int32(cols))
             var back = [UInt8](repeating: 0xFF, count: rows * cols)
             qlm_unpack_codes(3, conv, &back, Int32(rows), Int32(cols))
             #expect(back == q, "\(rows)x\(cols)")
             var same = [UInt8](repeating: 0, count: rows * Int(qlm_row_bytes(4, Int32(cols))))
             let src4 = (0..<same.count).map { _ in UInt8(rng.below(256)) }
-            qlm_codes_from_layout1(4, src4, &same, Int32(rows), Int32(cols))
+            _ = qlm_codes_from_layout(1, 4, src4, &same, Int32(rows), Int32(cols))
             #expect(same == src4, "other widths are copied")
         }
     }
