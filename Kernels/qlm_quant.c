@@ -199,6 +199,8 @@ void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int co
     for (int r = 0; r < rows; r++) row_unpack(QLM_CODE_LAYOUT, bits, src + (size_t)r * rb, q + (size_t)r * (size_t)cols, cols, nsb);
 }
 
+int qlm_code_layout_for_bits(int bits) { return bits == 3 ? QLM_CODE_LAYOUT : 2; }
+
 int qlm_codes_from_layout(int layout, int bits, const uint8_t *src, uint8_t *dst, int rows, int cols) {
     if (layout < 1 || layout > QLM_CODE_LAYOUT) return -1;
     const size_t rb = qlm_row_bytes(bits, cols);

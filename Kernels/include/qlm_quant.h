@@ -87,6 +87,9 @@ void qlm_unpack_codes(int bits, const uint8_t *src, uint8_t *q, int rows, int co
 void qlm_sb_codes(int bits, const uint8_t *row, int nsb, int b, uint8_t w[64]);
 // The code layout version qlm_pack_codes writes (see the layouts above).
 #define QLM_CODE_LAYOUT 3
+// The oldest layout whose bytes equal the current ones for this width (what a file records, so a qlm
+// that predates a layout change of another width still reads it): 3 for 3-bit, 2 otherwise.
+int qlm_code_layout_for_bits(int bits);
 // Packed codes written with code layout `layout` (1 .. QLM_CODE_LAYOUT) → the current layout (only
 // 3-bit codes differ; other bit widths are copied). src and dst hold rows · qlm_row_bytes(bits, cols)
 // bytes and may not overlap. Returns 0, or -1 for an unknown layout (or no memory).

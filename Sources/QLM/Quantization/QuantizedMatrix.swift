@@ -76,11 +76,10 @@ public struct QuantizedMatrix: Sendable {
         return LUTGrid(levels: Array(lut[(r * k)..<((r + 1) * k)]), scale: qlm_f16_to_f32(scales[r]), zero: qlm_f16_to_f32(zeros[r]))
     }
 
-    /// The code layout recorded for the packed bytes: only 3-bit codes changed in layout 3, so other
-    /// widths record layout 2 and stay readable by the qlm before it.
+    /// The code layout recorded for the packed bytes (qlm_code_layout_for_bits).
     public var meta: PackedMatrixMeta {
         PackedMatrixMeta(rows: rows, cols: cols, format: format.rawValue, bits: bits, groupSize: groupSize,
-                         outliers: outVal.count, permuted: perm != nil, codeLayout: format == .f16 ? nil : bits == 3 ? Int(QLM_CODE_LAYOUT) : 2)
+                         outliers: outVal.count, permuted: perm != nil, codeLayout: format == .f16 ? nil : Int(qlm_code_layout_for_bits(Int32(bits))))
     }
 
     func packedCodes() -> [UInt8] {
