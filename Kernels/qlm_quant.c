@@ -663,16 +663,39 @@ static void add_outliers(const qlm_qmatrix *m, const float *x, float *y, int r0,
 #define QLM_QGEMV_MIN_PARALLEL (1 << 17)
 #define QLM_QGEMV_MIN_PER_THREAD (1 << 16)
 
-static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch) {
+// One GEMV ready to run: its context (activations prepared), kernel, input (for the outliers) and output.
+typedef struct {
+    qlm_qctx c;
+    qlm_qrows_fn fn;
+    const float *x;
+    float *y;
+} qgemv_job;
+
+// Whether a job for m would compute exactly the activations `a` holds (same stored-order x, same
+// segments, groups, swizzle and extra copies), so that it can read them instead.
+static int act_shareable(const qgemv_job *a, const qlm_qmatrix *m, qlm_isa isa, int want_x16, int blocks) {
+    const qlm_qmatrix *am = a->c.m;
+    if (!a->c.xh || am->cols != m->cols || (a->c.x16 != NULL) != want_x16 || act_i16_blocks(isa, am) != blocks) return 0;
+    if (qlm_act_i16_segment(am) != qlm_act_i16_segment(m) || qlm_n_groups(am) != qlm_n_groups(m) || group_cols(am) != group_cols(m))
+        return 0;
+    if (am->perm == m->perm) return 1;
+    return am->perm && m->perm && memcmp(am->perm, m->perm, sizeof(int32_t) * (size_t)m->cols) == 0;
+}
+
+// Prepares y = W·x: x in stored order and, on the integer path, its quantised activations (in scratch,
+// or those of one of the jobs `prev[0..nprev)` of the same input x when they are the same: act_shareable).
+// Returns 0 when nothing is left to run (no rows; or y already written: no columns, unknown bits).
+static int qgemv_prepare(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch,
+                         const qgemv_job *prev, int nprev, qgemv_job *j) {
     const int rows = m->rows, cols = m->cols;
-    if (rows <= 0) return;
+    if (rows <= 0) return 0;
     if (cols <= 0) {
         for (int r = 0; r < rows; r++) y[r] = 0.0f;
-        return;
+        return 0;
     }
     if (!valid_bits(m->format, m->bits)) {
         for (int r = 0; r < rows; r++) y[r] = NAN;
-        return;
+        return 0;
     }
     if (!qlm_isa_supported(isa)) isa = QLM_ISA_SCALAR;
     qlm_qctx c;
@@ -697,44 +720,121 @@ static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, floa
     c.sbgroup = c.sbseg = NULL;
     c.isum = NULL;
     qlm_qrows_fn fn = NULL;
-    if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL)
-        act_i16_prepare(&c, scratch, 1, isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT),
-                        act_i16_blocks(isa, m));
+    if (qlm_qgemv_act() == QLM_ACT_I16 && (fn = pick_i16_kernel(isa, m)) != NULL) {
+        const int want_x16 = isa == QLM_ISA_AVX2 && (m->bits == 8 || m->format == QLM_FMT_LUT), blocks = act_i16_blocks(isa, m);
+        int sh = 0;
+        while (sh < nprev && !act_shareable(&prev[sh], m, isa, want_x16, blocks)) sh++;
+        if (sh < nprev) {
+            const qlm_qctx *a = &prev[sh].c;
+            c.xs = a->xs;
+            c.xh = a->xh; c.xl = a->xl; c.xd = a->xd; c.gsum = a->gsum; c.seggroup = a->seggroup;
+            c.isum = a->isum; c.x16 = a->x16; c.sbgroup = a->sbgroup; c.sbseg = a->sbseg;
+        } else {
+            act_i16_prepare(&c, scratch, 1, want_x16, blocks);
+        }
+    }
     if (!fn)
         fn = (m->format == QLM_FMT_AFFINE && c.n_groups > 1 && c.gchunks == 0)
                  ? qrows_scalar  // group size not a multiple of 16: portable path
                  : pick_kernel(isa, m);
+    j->c = c;
+    j->fn = fn;
+    j->x = x;
+    j->y = y;
+    return 1;
+}
+
+// Rows [4·b0, 4·b1) of a job (blocks of 4 rows; the last block may be short).
+static void qgemv_run_blocks(const qgemv_job *j, int b0, int b1) {
+    const int rows = j->c.m->rows;
+    int r0 = b0 * 4, r1 = b1 * 4;
+    if (r1 > rows) r1 = rows;
+    if (r0 >= r1) return;
+    j->fn(&j->c, j->y, r0, r1);
+    add_outliers(j->c.m, j->x, j->y, r0, r1);
+}
+
+// Threads for `total` weights in `blocks` row blocks: 1 below QLM_QGEMV_MIN_PARALLEL or inside a
+// parallel region, else up to qlm_get_threads() with QLM_QGEMV_MIN_PER_THREAD weights and a block each.
+static int qgemv_threads(size_t total, int blocks) {
     int nt = 1;
 #ifdef _OPENMP
-    const size_t total = (size_t)rows * (size_t)cols;
     if (total >= QLM_QGEMV_MIN_PARALLEL && !omp_in_parallel()) {
         nt = qlm_get_threads();
         const size_t cap = total / QLM_QGEMV_MIN_PER_THREAD;
         if ((size_t)nt > cap) nt = (int)cap;
-        const int blocks = (rows + 3) / 4;
         if (nt > blocks) nt = blocks;
         if (nt < 1) nt = 1;
     }
+#else
+    (void)total; (void)blocks;
 #endif
-    if (nt == 1) {
-        fn(&c, y, 0, rows);
-        add_outliers(m, x, y, 0, rows);
+    return nt;
+}
+
+// Runs n prepared jobs on nt threads: their row blocks, concatenated, are cut into nt contiguous
+// ranges (one thread may finish one matrix and start the next: no barrier between them).
+static void qgemv_run_jobs(const qgemv_job *jobs, int n, int total_blocks, int nt) {
+    if (nt <= 1) {
+        for (int k = 0; k < n; k++) qgemv_run_blocks(&jobs[k], 0, (jobs[k].c.m->rows + 3) / 4);
         return;
     }
 #ifdef _OPENMP
-    const int blocks = (rows + 3) / 4;
 #pragma omp parallel num_threads(nt)
     {
-        const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int b0 = (int)((long long)blocks * t / n), b1 = (int)((long long)blocks * (t + 1) / n);
-        int r0 = b0 * 4, r1 = b1 * 4;
-        if (r1 > rows) r1 = rows;
-        if (r0 < r1) {
-            fn(&c, y, r0, r1);
-            add_outliers(m, x, y, r0, r1);
+        const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        const int g0 = (int)((long long)total_blocks * t / tn), g1 = (int)((long long)total_blocks * (t + 1) / tn);
+        for (int k = 0, base = 0; k < n && base < g1; k++) {
+            const int nb = (jobs[k].c.m->rows + 3) / 4;
+            const int b0 = g0 > base ? g0 - base : 0, b1 = g1 - base < nb ? g1 - base : nb;
+            if (b0 < b1) qgemv_run_blocks(&jobs[k], b0, b1);
+            base += nb;
         }
     }
 #endif
+}
+
+static void qgemv_driver(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch) {
+    qgemv_job j;
+    if (!qgemv_prepare(isa, m, x, y, scratch, NULL, 0, &j)) return;
+    const int blocks = (m->rows + 3) / 4;
+    qgemv_run_jobs(&j, 1, blocks, qgemv_threads((size_t)m->rows * (size_t)m->cols, blocks));
+}
+
+size_t qlm_qgemv_multi_scratch_floats(int n, const qlm_qmatrix *const *ms) {
+    size_t s = 0;
+    for (int k = 0; k < n; k++) s += (qlm_qgemv_scratch_floats(ms[k]) + 15) & ~(size_t)15;
+    return s;
+}
+
+void qlm_qgemv_multi_isa(qlm_isa isa, int n, const qlm_qmatrix *const *ms, const float *x, float *const *ys, float *scratch) {
+    int direct = n <= QLM_QGEMV_MULTI_MAX;
+    for (int k = 0; k < n && direct; k++) {
+        const qlm_format_ops *ops = qlm_format_table((qlm_format)ms[k]->format);
+        direct = ops && ops->gemv == qgemv_driver;
+    }
+    if (!direct) {  // a format with its own GEMV entry (none today), or too many: one call each
+        for (int k = 0; k < n; k++) {
+            qlm_qgemv_isa(isa, ms[k], x, ys[k], scratch);
+        }
+        return;
+    }
+    qgemv_job jobs[QLM_QGEMV_MULTI_MAX];
+    int nj = 0, blocks = 0;
+    size_t total = 0;
+    for (int k = 0; k < n; k++) {
+        if (qgemv_prepare(isa, ms[k], x, ys[k], scratch, jobs, nj, &jobs[nj])) {
+            blocks += (ms[k]->rows + 3) / 4;
+            total += (size_t)ms[k]->rows * (size_t)ms[k]->cols;
+            nj++;
+        }
+        scratch += (qlm_qgemv_scratch_floats(ms[k]) + 15) & ~(size_t)15;
+    }
+    qgemv_run_jobs(jobs, nj, blocks, qgemv_threads(total, blocks));
+}
+
+void qlm_qgemv_multi(int n, const qlm_qmatrix *const *ms, const float *x, float *const *ys, float *scratch) {
+    qlm_qgemv_multi_isa(qlm_isa_active(), n, ms, x, ys, scratch);
 }
 
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch) {

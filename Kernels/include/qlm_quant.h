@@ -103,6 +103,15 @@ void qlm_qmatrix_dequant_rows(const qlm_qmatrix *m, int r0, int r1, float *out);
 size_t qlm_qgemv_scratch_floats(const qlm_qmatrix *m);
 void qlm_qgemv(const qlm_qmatrix *m, const float *x, float *y, float *scratch);
 void qlm_qgemv_isa(qlm_isa isa, const qlm_qmatrix *m, const float *x, float *y, float *scratch);
+// y_k = W_k · x for n ≤ QLM_QGEMV_MULTI_MAX matrices that share the input x (decode: Q, K and V;
+// gate and up), in one parallel region: one fork/join instead of n, and matrices too small to be
+// split alone (K, V: below QLM_QGEMV_MIN_PARALLEL weights) still use every thread. Each y_k is
+// bit-identical to qlm_qgemv(m_k, x, y_k) (row results do not depend on the partition).
+// `scratch` holds at least qlm_qgemv_multi_scratch_floats(n, ms) floats.
+#define QLM_QGEMV_MULTI_MAX 8
+size_t qlm_qgemv_multi_scratch_floats(int n, const qlm_qmatrix *const *ms);
+void qlm_qgemv_multi(int n, const qlm_qmatrix *const *ms, const float *x, float *const *ys, float *scratch);
+void qlm_qgemv_multi_isa(qlm_isa isa, int n, const qlm_qmatrix *const *ms, const float *x, float *const *ys, float *scratch);
 // Activation precision of the decode GEMV where an integer kernel exists (affine and LUT formats
 // on AVX-512 VNNI + VBMI + GFNI, on AVX2 and on NEON with the dot product extension; f16 and the
 // other paths keep f32 activations):

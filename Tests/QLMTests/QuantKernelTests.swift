@@ -683,6 +683,73 @@ final class QuantKernelTests: HoldsKernelState {
         }
     }
 
+    /// qlm_qgemv_multi (decode's Q/K/V and gate/up in one parallel region) writes, for every matrix,
+    /// exactly what a qlm_qgemv of it alone writes: matrices that share the quantised activations
+    /// (same columns, grouping, and permutation by content), ones that cannot (another permutation,
+    /// group size or format), outliers, f16, ragged shapes, small matrices, 1-3 threads, every path.
+    @Test func multiGemvEqualsSeparateGemvs() {
+        defer { Self.restoreDefaults() }
+        var rng = Rng(31)
+        func withPerm(_ q: Packed, _ perm: [Int32]?) -> Packed {
+            Packed(format: q.format, bits: q.bits, groupSize: q.groupSize, rows: q.rows, cols: q.cols, codes: q.codes,
+                   scales: q.scales, zeros: q.zeros, lut: q.lut, halves: q.halves, perm: perm, rowPtr: q.rowPtr,
+                   outCol: q.outCol, outVal: q.outVal)
+        }
+        var groups: [[Packed]] = []
+        // Q, K, V: one format, one permutation (equal content, separate arrays), then another permutation.
+        let q = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 576, cols: 576, perm: true)
+        let k = withPerm(Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 192, cols: 576), q.perm)
+        let v = withPerm(Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 190, cols: 576, outliers: true), q.perm)
+        let other = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 128, rows: 61, cols: 576, perm: true)
+        groups.append([q, k, v, other])
+        // Unpermuted 3-bit and 2-bit gate/up pairs, and mixed formats on ragged columns.
+        for (bits, g) in [(3, 128), (2, 64)] {
+            groups.append((0..<2).map { _ in Self.random(&rng, format: QLM_FMT_AFFINE, bits: bits, groupSize: g, rows: 1536, cols: 576) })
+        }
+        groups.append([
+            Self.random(&rng, format: QLM_FMT_AFFINE, bits: 3, groupSize: 64, rows: 9, cols: 130, perm: true, outliers: true),
+            Self.random(&rng, format: QLM_FMT_LUT, bits: 2, groupSize: nil, rows: 5, cols: 130),
+            Self.random(&rng, format: QLM_FMT_LUT, bits: 3, groupSize: nil, rows: 700, cols: 130, outliers: true),
+            Self.random(&rng, format: QLM_FMT_F16, bits: 16, groupSize: nil, rows: 7, cols: 130),
+            Self.random(&rng, format: QLM_FMT_AFFINE, bits: 8, groupSize: 32, rows: 3, cols: 130),
+            Self.random(&rng, format: QLM_FMT_AFFINE, bits: 2, groupSize: 64, rows: 1001, cols: 130),
+        ])
+        let acts = qlm_act_i16_supported() == 1 ? [QLM_ACT_F32, QLM_ACT_I16] : [QLM_ACT_F32]
+        for isa in Self.supportedISAs {
+            for act in acts {
+                qlm_qgemv_set_act(act)
+                for threads in [1, 2, 3] {
+                    qlm_set_threads(Int32(threads))
+                    for ms in groups {
+                        let x = rng.floats(ms[0].cols).map { $0 * 2 }
+                        let n = ms.count
+                        let mats = UnsafeMutablePointer<qlm_qmatrix>.allocate(capacity: n)
+                        let ptrs = UnsafeMutablePointer<UnsafePointer<qlm_qmatrix>?>.allocate(capacity: n)
+                        let ys = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: n)
+                        defer { mats.deallocate(); ptrs.deallocate(); ys.deallocate() }
+                        for i in 0..<n { (mats + i).initialize(to: ms[i].m); ptrs[i] = UnsafePointer(mats + i) }
+                        var outs = ms.map { [Float](repeating: .nan, count: $0.rows) }
+                        let sn = qlm_qgemv_multi_scratch_floats(Int32(n), ptrs)
+                        var scratch = [Float](repeating: .nan, count: sn) + [Float](repeating: 12345, count: 8)
+                        for i in 0..<n { ys[i] = UnsafeMutablePointer<Float>.allocate(capacity: ms[i].rows) }
+                        qlm_qgemv_multi_isa(isa, Int32(n), ptrs, x, ys, &scratch)
+                        for i in 0..<n {
+                            outs[i] = Array(UnsafeBufferPointer(start: ys[i], count: ms[i].rows))
+                            ys[i]!.deallocate()
+                        }
+                        #expect(scratch[sn...].allSatisfy { $0 == 12345 }, "multi GEMV wrote past its \(sn)-float scratch")
+                        for (i, p) in ms.enumerated() {
+                            let one = p.gemv(isa, x)
+                            #expect(!one.contains { $0.isNaN })
+                            let same = outs[i].map(\.bitPattern) == one.map(\.bitPattern)
+                            #expect(same, "\(Self.name(isa)) act \(act.rawValue) \(threads) thr: matrix \(i) (\(p.format.rawValue)/\(p.bits)-bit \(p.rows)x\(p.cols))")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func unsupportedPathFallsBackAndFormatTableIsComplete() {
         var rng = Rng(21)
         let p = Self.random(&rng, format: QLM_FMT_AFFINE, bits: 4, groupSize: 64, rows: 9, cols: 130, perm: true, outliers: true)

@@ -90,3 +90,51 @@ public final class Linear: @unchecked Sendable {
         }
     }
 }
+
+/// Linears that read the same input (Q, K and V; gate and up). When all of them are packed, a decode
+/// step runs their GEMVs in one parallel region (`qlm_qgemv_multi`): one fork/join instead of one per
+/// matrix, and K and V, too small to be split alone, use every thread. Results are bit-identical to
+/// separate `gemv` calls. Otherwise (an f32 model) the GEMVs run one after the other.
+public final class SharedInputLinears: @unchecked Sendable {
+    public let linears: [Linear]
+    private let mats: UnsafeMutablePointer<qlm_qmatrix>?                 // [n] copies (the Linears keep their memory alive)
+    private let matPtrs: UnsafeMutablePointer<UnsafePointer<qlm_qmatrix>?>?  // [n] → mats
+    /// Floats of scratch `gemv` needs.
+    public let scratchFloats: Int
+
+    public init(_ linears: [Linear]) {
+        precondition(!linears.isEmpty && linears.count <= Int(QLM_QGEMV_MULTI_MAX))
+        precondition(linears.allSatisfy { $0.cols == linears[0].cols }, "linears sharing an input need equal column counts")
+        self.linears = linears
+        let packed = linears.compactMap { l -> qlm_qmatrix? in
+            if case let .packed(p) = l.storage { return p.m }
+            return nil
+        }
+        if packed.count == linears.count {
+            let m = UnsafeMutablePointer<qlm_qmatrix>.allocate(capacity: packed.count)
+            m.initialize(from: packed, count: packed.count)
+            let ptrs = UnsafeMutablePointer<UnsafePointer<qlm_qmatrix>?>.allocate(capacity: packed.count)
+            for i in 0..<packed.count { ptrs[i] = UnsafePointer(m + i) }
+            mats = m; matPtrs = ptrs
+            scratchFloats = qlm_qgemv_multi_scratch_floats(Int32(packed.count), ptrs)
+        } else {
+            mats = nil; matPtrs = nil
+            scratchFloats = linears.map(\.scratchFloats).max() ?? 0
+        }
+    }
+
+    deinit {
+        if let m = mats { m.deinitialize(count: linears.count); m.deallocate() }
+        matPtrs?.deallocate()
+    }
+
+    /// ys[k][rows_k] = W_k · x[cols] for every linear k (ys holds linears.count pointers).
+    @inline(__always)
+    public func gemv(_ x: UnsafePointer<Float>, _ ys: UnsafePointer<UnsafeMutablePointer<Float>?>, scratch: UnsafeMutablePointer<Float>) {
+        if let p = matPtrs {
+            qlm_qgemv_multi(Int32(linears.count), p, x, ys, scratch)
+        } else {
+            for (k, l) in linears.enumerated() { l.gemv(x, ys[k]!, scratch: scratch) }
+        }
+    }
+}

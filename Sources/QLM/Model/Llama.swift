@@ -8,6 +8,8 @@ public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let weights: LlamaWeights
     let invFreq: FloatBuffer   // [head_dim/2] RoPE inverse frequencies (scaling applied)
+    let qkv: [SharedInputLinears]     // per layer: wq, wk, wv (one decode GEMV call)
+    let gateUp: [SharedInputLinears]  // per layer: wGate, wUp
 
     public init(weights: LlamaWeights) {
         self.config = weights.config
@@ -17,6 +19,8 @@ public final class LlamaModel: @unchecked Sendable {
             for i in 0..<f.count { f[i] /= factors[i] }
         }
         invFreq = FloatBuffer(f)
+        qkv = weights.layers.map { SharedInputLinears([$0.wq, $0.wk, $0.wv]) }
+        gateUp = weights.layers.map { SharedInputLinears([$0.wGate, $0.wUp]) }
     }
 
     public func makeSession(maxContext: Int, maxBatch: Int = 512, kvCache: KVCachePrecision = .f32) -> InferenceSession {
@@ -58,6 +62,7 @@ public final class InferenceSession: @unchecked Sendable {
     let ropeCos: FloatBuffer    // [B, hd/2] cos of the current batch's positions
     let ropeSin: FloatBuffer    // [B, hd/2]
     let qscratch: FloatBuffer   // padded inputs / dequantized tiles for packed matrices
+    let gemvOuts: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>  // [3] outputs of a SharedInputLinears GEMV
     public let logits: FloatBuffer  // [V] logits of the last token after `forward(..., logits: true)`
 
     init(model: LlamaModel, maxContext: Int, maxBatch: Int, kvCache: KVCachePrecision = .f32) {
@@ -84,8 +89,13 @@ public final class InferenceSession: @unchecked Sendable {
         ropeCos = FloatBuffer(count: maxBatch * c.headDim / 2)
         ropeSin = FloatBuffer(count: maxBatch * c.headDim / 2)
         logits = FloatBuffer(count: c.vocabSize)
-        qscratch = FloatBuffer(count: model.weights.allLinears.map(\.scratchFloats).max() ?? 0)
+        qscratch = FloatBuffer(count: max(model.weights.allLinears.map(\.scratchFloats).max() ?? 0,
+                                          (model.qkv + model.gateUp).map(\.scratchFloats).max() ?? 0))
+        gemvOuts = .allocate(capacity: 3)
+        gemvOuts.initialize(repeating: nil, count: 3)
     }
+
+    deinit { gemvOuts.deallocate() }
 
     public func reset() { position = 0 }
 
@@ -151,9 +161,14 @@ public final class InferenceSession: @unchecked Sendable {
             let half = kvCache == .f16
             let kRows = half ? kNew.ptr : kcache[l].ptr + pos0 * kvd
             let vRows = half ? vNew.ptr : vcache[l].ptr + pos0 * kvd
-            L.wq.gemm(xn.ptr, q.ptr, T: T, scratch: qs)
-            L.wk.gemm(xn.ptr, kRows, T: T, scratch: qs)
-            L.wv.gemm(xn.ptr, vRows, T: T, scratch: qs)
+            if T == 1 {
+                gemvOuts[0] = q.ptr; gemvOuts[1] = kRows; gemvOuts[2] = vRows
+                m.qkv[l].gemv(xn.ptr, gemvOuts, scratch: qs)
+            } else {
+                L.wq.gemm(xn.ptr, q.ptr, T: T, scratch: qs)
+                L.wk.gemm(xn.ptr, kRows, T: T, scratch: qs)
+                L.wv.gemm(xn.ptr, vRows, T: T, scratch: qs)
+            }
             qlm_rope(q.ptr, Int32(T), Int32(c.numHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             qlm_rope(kRows, Int32(T), Int32(c.numKVHeads), Int32(c.headDim), ropeCos.ptr, ropeSin.ptr)
             if half {
@@ -169,8 +184,13 @@ public final class InferenceSession: @unchecked Sendable {
 
             // MLP block.
             qlm_rmsnorm_rows(xn.ptr, x.ptr, L.ffnNorm.ptr, Int32(T), Int32(d), eps)
-            L.wGate.gemm(xn.ptr, gate.ptr, T: T, scratch: qs)
-            L.wUp.gemm(xn.ptr, up.ptr, T: T, scratch: qs)
+            if T == 1 {
+                gemvOuts[0] = gate.ptr; gemvOuts[1] = up.ptr
+                m.gateUp[l].gemv(xn.ptr, gemvOuts, scratch: qs)
+            } else {
+                L.wGate.gemm(xn.ptr, gate.ptr, T: T, scratch: qs)
+                L.wUp.gemm(xn.ptr, up.ptr, T: T, scratch: qs)
+            }
             qlm_swiglu(gate.ptr, gate.ptr, up.ptr, T * c.intermediateSize)
             addProjection(L.wDown, input: gate.ptr, T: T)
         }
