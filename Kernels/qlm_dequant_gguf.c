@@ -73,53 +73,56 @@ uint16_t qlm_f32_to_bf16(float f) {
 // Work items (elements) below which a parallel region does not pay.
 #define QLM_DQ_PAR_ELEMS ((size_t)1 << 18)
 
-static inline int par_threads(size_t elems) {
+// Runs fn over [0, n) in one contiguous range per thread where n is large enough, else on the calling
+// thread without entering any OpenMP construct: the KV cache's f32 -> f16 writes (two small calls per
+// layer and decoded token) went through a serialized `parallel for`, ~0.4 us each in this libomp (its
+// static-for init formats a string) against ~15 ns of work.
+typedef void (*qlm_range_fn)(const void *src, void *dst, size_t i0, size_t i1);
+static void par_range(qlm_range_fn fn, const void *src, void *dst, size_t n, size_t min) {
 #ifdef _OPENMP
-    if (elems >= QLM_DQ_PAR_ELEMS && !omp_in_parallel()) return qlm_get_threads();
-#else
-    (void)elems;
+    if (n >= min && !omp_in_parallel()) {
+        const int nt = qlm_get_threads();
+        if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+            {
+                const size_t t = (size_t)omp_get_thread_num(), m = (size_t)omp_get_num_threads();
+                fn(src, dst, n * t / m, n * (t + 1) / m);
+            }
+            return;
+        }
+    }
 #endif
-    return 1;
+#ifndef _OPENMP
+    (void)min;
+#endif
+    fn(src, dst, 0, n);
 }
 
-void qlm_dequant_f16(const uint16_t *src, float *dst, size_t n) {
-    const int nt = par_threads(n);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < n; i++) dst[i] = qlm_f16_to_f32(src[i]);
+static void dequant_f16_range(const void *src, void *dst, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) ((float *)dst)[i] = qlm_f16_to_f32(((const uint16_t *)src)[i]);
+}
+static void dequant_bf16_range(const void *src, void *dst, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) ((float *)dst)[i] = u2f((uint32_t)((const uint16_t *)src)[i] << 16);
+}
+static void quant_f16_range(const void *src, void *dst, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) ((uint16_t *)dst)[i] = qlm_f32_to_f16(((const float *)src)[i]);
+}
+static void quant_bf16_range(const void *src, void *dst, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) ((uint16_t *)dst)[i] = qlm_f32_to_bf16(((const float *)src)[i]);
 }
 
-void qlm_dequant_bf16(const uint16_t *src, float *dst, size_t n) {
-    const int nt = par_threads(n);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < n; i++) dst[i] = u2f((uint32_t)src[i] << 16);
-}
-
-void qlm_quant_f16(const float *src, uint16_t *dst, size_t n) {
-    const int nt = par_threads(n);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < n; i++) dst[i] = qlm_f32_to_f16(src[i]);
-}
-
-void qlm_quant_bf16(const float *src, uint16_t *dst, size_t n) {
-    const int nt = par_threads(n);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < n; i++) dst[i] = qlm_f32_to_bf16(src[i]);
-}
+void qlm_dequant_f16(const uint16_t *src, float *dst, size_t n) { par_range(dequant_f16_range, src, dst, n, QLM_DQ_PAR_ELEMS); }
+void qlm_dequant_bf16(const uint16_t *src, float *dst, size_t n) { par_range(dequant_bf16_range, src, dst, n, QLM_DQ_PAR_ELEMS); }
+void qlm_quant_f16(const float *src, uint16_t *dst, size_t n) { par_range(quant_f16_range, src, dst, n, QLM_DQ_PAR_ELEMS); }
+void qlm_quant_bf16(const float *src, uint16_t *dst, size_t n) { par_range(quant_bf16_range, src, dst, n, QLM_DQ_PAR_ELEMS); }
 
 // Blocks are read through memcpy: GGUF data may sit at any 2-byte offset inside a mapping.
 static inline uint16_t load_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-void qlm_dequant_q8_0(const void *src, float *dst, size_t n) {
+static void dequant_q8_0_range(const void *src, void *out, size_t b0, size_t b1) {
     const unsigned char *base = (const unsigned char *)src;
-    const size_t nb = n / QLM_QK;
-    const int nt = par_threads((size_t)nb * QLM_QK);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t b = 0; b < nb; b++) {
+    float *dst = (float *)out;
+    for (size_t b = b0; b < b1; b++) {
         const unsigned char *blk = base + b * sizeof(qlm_block_q8_0);
         const float d = qlm_f16_to_f32(load_u16(blk + offsetof(qlm_block_q8_0, d)));
         const int8_t *qs = (const int8_t *)(blk + offsetof(qlm_block_q8_0, qs));
@@ -128,13 +131,10 @@ void qlm_dequant_q8_0(const void *src, float *dst, size_t n) {
     }
 }
 
-void qlm_dequant_q4_0(const void *src, float *dst, size_t n) {
+static void dequant_q4_0_range(const void *src, void *out, size_t b0, size_t b1) {
     const unsigned char *base = (const unsigned char *)src;
-    const size_t nb = n / QLM_QK;
-    const int nt = par_threads((size_t)nb * QLM_QK);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t b = 0; b < nb; b++) {
+    float *dst = (float *)out;
+    for (size_t b = b0; b < b1; b++) {
         const unsigned char *blk = base + b * sizeof(qlm_block_q4_0);
         const float d = qlm_f16_to_f32(load_u16(blk + offsetof(qlm_block_q4_0, d)));
         const uint8_t *qs = blk + offsetof(qlm_block_q4_0, qs);
@@ -146,13 +146,10 @@ void qlm_dequant_q4_0(const void *src, float *dst, size_t n) {
     }
 }
 
-void qlm_dequant_q4_1(const void *src, float *dst, size_t n) {
+static void dequant_q4_1_range(const void *src, void *out, size_t b0, size_t b1) {
     const unsigned char *base = (const unsigned char *)src;
-    const size_t nb = n / QLM_QK;
-    const int nt = par_threads((size_t)nb * QLM_QK);
-    (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t b = 0; b < nb; b++) {
+    float *dst = (float *)out;
+    for (size_t b = b0; b < b1; b++) {
         const unsigned char *blk = base + b * sizeof(qlm_block_q4_1);
         const float d = qlm_f16_to_f32(load_u16(blk + offsetof(qlm_block_q4_1, d)));
         const float m = qlm_f16_to_f32(load_u16(blk + offsetof(qlm_block_q4_1, m)));
@@ -164,3 +161,8 @@ void qlm_dequant_q4_1(const void *src, float *dst, size_t n) {
         }
     }
 }
+
+// Blocks of QLM_QK values (the threshold, too, counts blocks).
+void qlm_dequant_q8_0(const void *src, float *dst, size_t n) { par_range(dequant_q8_0_range, src, dst, n / QLM_QK, QLM_DQ_PAR_ELEMS / QLM_QK); }
+void qlm_dequant_q4_0(const void *src, float *dst, size_t n) { par_range(dequant_q4_0_range, src, dst, n / QLM_QK, QLM_DQ_PAR_ELEMS / QLM_QK); }
+void qlm_dequant_q4_1(const void *src, float *dst, size_t n) { par_range(dequant_q4_1_range, src, dst, n / QLM_QK, QLM_DQ_PAR_ELEMS / QLM_QK); }

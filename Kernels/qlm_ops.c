@@ -530,39 +530,75 @@ static void attend_one(qlm_isa isa, const float *qv, const void *K, const void *
     attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H);
 }
 
-// Decode-time attention (T small): one fused pass per (query, head), OpenMP over them.
-static void attend_decode(const float *q, const void *kcache, const void *vcache, float *out, int T, int pos0,
-                          int n_heads, int n_kv_heads, int head_dim, float *scratch, const int H) {
-    const int group = n_heads / n_kv_heads, qstride = n_heads * head_dim, kvstride = n_kv_heads * head_dim;
+// Query heads [h0, h1) of query t. GQA: the heads of a KV head in packs (attend_pack), one pass over its
+// keys and values per pack on AVX-512; a range that starts or ends inside a KV head's group takes the
+// heads it has of it as a smaller pack (or one at a time). Per head the arithmetic and its order are the
+// same in every pack size, so how the heads are split does not change the results.
+static void attend_decode_heads(const float *q, const void *kcache, const void *vcache, float *out, int t, int h0, int h1,
+                                int pos0, int n_ctx, int n_heads, int group, int head_dim, int pack, qlm_isa isa,
+                                float *scratch, const int H) {
+    const int qstride = n_heads * head_dim, kvstride = (n_heads / group) * head_dim;
     const size_t esize = H ? sizeof(uint16_t) : sizeof(float);
     const float scale = 1.0f / sqrtf((float)head_dim);
-    const int n_ctx = pos0 + T;
+    for (int h = h0; h < h1;) {
+        int n = pack - (h % group) % pack;  // packs stay aligned within the group
+        if (n > h1 - h) n = h1 - h;
+        const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
+        const size_t kv_off = (size_t)(h / group) * (size_t)head_dim * esize;
+        float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [n][pos0+t+1], rows n_ctx apart
+        float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
+        int done = 0;
+#if defined(__x86_64__)
+        done = n > 1 && attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off,
+                                            kvstride, pos0 + t + 1, head_dim, n, scale, s, (size_t)n_ctx, o, H);
+#endif
+        if (!done)
+            for (int i = 0; i < n; i++)
+                attend_one(isa, qv + (size_t)i * head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
+                           pos0 + t + 1, head_dim, scale, s + (size_t)i * n_ctx, o + (size_t)i * head_dim, H);
+        h += n;
+    }
+}
+
+// Below this many (query head, cached position) pairs per query decode attention stays on the calling
+// thread: a fork/join (~1 us here) costs more than half of it.
+#define QLM_ATTN_DECODE_PAR_MIN 512
+
+// Decode-time attention (T small): one fused pass per (query, head). With several threads the T ·
+// n_heads (query, head) items are cut into one contiguous range per thread (SmolLM2, 9 heads in packs
+// of 3, 2 threads: heads 0-3 and 4-8, instead of two packs against one when packs were the work items).
+// Below the threshold no OpenMP construct is entered at all: even a serialized `parallel for` costs
+// ~0.4 us in this libomp (its static-for init formats a string).
+static void attend_decode(const float *q, const void *kcache, const void *vcache, float *out, int T, int pos0,
+                          int n_heads, int n_kv_heads, int head_dim, float *scratch, const int H) {
+    const int group = n_heads / n_kv_heads, n_ctx = pos0 + T, items = T * n_heads;
     const qlm_isa isa = qlm_isa_active();
-    // GQA: the heads of a KV head in packs (attend_pack), one pass over its keys and values per pack
-    // on AVX-512; packs, not heads, are the OpenMP work items then.
     int pack = 1;
 #if defined(__x86_64__)
     if (isa == QLM_ISA_AVX512) pack = attend_pack(group, head_dim);
 #endif
-    const int n_packs = n_heads / pack;
-#pragma omp parallel for schedule(static) collapse(2) if (n_ctx * n_heads >= 2048)
-    for (int t = 0; t < T; t++) {
-        for (int hp = 0; hp < n_packs; hp++) {
-            const int h = hp * pack;
-            const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
-            const size_t kv_off = (size_t)(h / group) * (size_t)head_dim * esize;
-            float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [pack][pos0+t+1], rows n_ctx apart
-            float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
-#if defined(__x86_64__)
-            if (pack > 1 && attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off,
-                                                kvstride, pos0 + t + 1, head_dim, pack, scale, s, (size_t)n_ctx, o, H))
-                continue;
+    int nt = 1;
+#ifdef _OPENMP
+    if ((long)n_ctx * n_heads >= QLM_ATTN_DECODE_PAR_MIN && !omp_in_parallel()) nt = qlm_get_threads();
+    if (nt > items) nt = items;
 #endif
-            for (int i = 0; i < pack; i++)
-                attend_one(isa, qv + (size_t)i * head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
-                           pos0 + t + 1, head_dim, scale, s + (size_t)i * n_ctx, o + (size_t)i * head_dim, H);
+    if (nt <= 1) {
+        for (int t = 0; t < T; t++)
+            attend_decode_heads(q, kcache, vcache, out, t, 0, n_heads, pos0, n_ctx, n_heads, group, head_dim, pack, isa, scratch, H);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        const int i0 = (int)((long)items * tid / nth), i1 = (int)((long)items * (tid + 1) / nth);
+        for (int i = i0; i < i1;) {
+            const int t = i / n_heads, h0 = i % n_heads, h1 = i1 - t * n_heads < n_heads ? i1 - t * n_heads : n_heads;
+            attend_decode_heads(q, kcache, vcache, out, t, h0, h1, pos0, n_ctx, n_heads, group, head_dim, pack, isa, scratch, H);
+            i = t * n_heads + h1;
         }
     }
+#endif
 }
 
 // Prefill attention of KV head g over queries [t0, t0 + tc): the group's query heads packed as

@@ -99,6 +99,48 @@ final class OpsTests: HoldsKernelState {
         }
     }
 
+    // Decode attention cuts the T · heads (query, head) items into one contiguous range per thread, so a
+    // range may start or end inside a KV head's pack (9 heads in packs of 3 on 2 threads: heads 0-3 and
+    // 4-8; T = 3 on 4 threads cuts inside queries too). Per head the arithmetic is the same in every
+    // pack size: any thread count gives the 1-thread result bit for bit, f32 and f16 caches.
+    @Test("Decode attention split over threads equals the one-thread result bit for bit",
+          arguments: [(9, 3, 64), (12, 2, 64), (6, 3, 64), (8, 2, 32), (4, 4, 24)])
+    func attentionDecodeThreadSplit(heads: Int, kvHeads: Int, hd: Int) {
+        var rng = SeededRNG(seed: UInt64(heads * 31 + hd))
+        defer { qlm_set_threads(0) }
+        for isa in Self.isas {
+            withISA(isa) {
+                for (T, pos0) in [(1, 300), (1, 80), (3, 200)] {
+                    let ctx = pos0 + T
+                    let q = random(T * heads * hd, &rng), k = random(ctx * kvHeads * hd, &rng), v = random(ctx * kvHeads * hd, &rng)
+                    var k16 = [UInt16](repeating: 0, count: k.count), v16 = k16
+                    qlm_quant_f16(k, &k16, k.count)
+                    qlm_quant_f16(v, &v16, v.count)
+                    func run(_ threads: Int32, f16: Bool) -> [Float] {
+                        qlm_set_threads(threads)
+                        var out = [Float](repeating: .nan, count: T * heads * hd)
+                        var s = [Float](repeating: 0, count: qlm_attention_kv16_scratch_floats(Int32(T), Int32(ctx), Int32(heads), Int32(kvHeads), Int32(hd)))
+                        if f16 {
+                            qlm_attention_kv16(q, k16, v16, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s, 1)
+                        } else {
+                            qlm_attention(q, k, v, &out, Int32(T), Int32(pos0), Int32(heads), Int32(kvHeads), Int32(hd), &s, 1)
+                        }
+                        return out
+                    }
+                    for f16 in [false, true] {
+                        let one = run(1, f16: f16)
+                        #expect(!one.contains { $0.isNaN })
+                        for threads: Int32 in [2, 3, 4] {
+                            let out = run(threads, f16: f16)
+                            #expect(out.elementsEqual(one, by: { $0.bitPattern == $1.bitPattern }),
+                                    "isa \(isa.rawValue) T \(T) pos0 \(pos0) heads \(heads)/\(kvHeads) hd \(hd) f16 \(f16) threads \(threads)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("Prefill attention's drop of OpenBLAS to one thread is never seen by another thread's BLAS calls")
     func blasPoolIsolation() {
         // OpenBLAS's thread count is process-wide; the attention's OpenMP tasks set it to 1 while they
