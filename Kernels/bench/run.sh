@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the packed-GEMV benchmark against Kernels/*.c and runs it.
 #   Kernels/bench/run.sh            full table (all formats, 5 shapes, 1 and 2 threads; QB_FORMATS="lut4,affine4 g128"
-#                                   limits it to those formats)
+#                                   limits it to those formats, QB_SHAPE=49152x576 to one shape)
 #   Kernels/bench/run.sh quick      8192x8192 only
 #   Kernels/bench/run.sh ceiling    per-core decode ceiling (L2-resident, thread CPU time) per ISA (QB_SHAPE=576x576:
 #                                   another shape; QB_FORMATS as above; QB_PATHS="avx512+i16,avx2" limits the paths)
