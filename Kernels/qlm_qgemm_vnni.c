@@ -198,7 +198,7 @@ QG512 __attribute__((noinline)) static void qg_panel_all_tokens(const qlm_qmatri
                                                                   uint8_t *row, int r0, const float *xt, float *os,
                                                                   float *Y, int T, float beta) {
     const int rows = m->rows, nr = rows - r0 < QG_NR ? rows - r0 : QG_NR, tp = (T + 15) & ~15;
-    float out[QG_MR * QG_NR];
+    float out[QG_MR * QG_NR] __attribute__((aligned(64)));  // whole-vector stores, element loads: see qlm_qgemv_vnni.c (sd)
     qg_fill_panel(m, r0, a, p, row);
     if (os) qg_outlier_sums(m, r0, nr, xt, tp, os);
     for (int t0 = 0; t0 < T; t0 += QG_MR) {

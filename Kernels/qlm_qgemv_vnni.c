@@ -264,7 +264,12 @@ QV512 QVINL void qv_rows_block(const qlm_qctx *c, float *y, const int r, const i
     const size_t pf = qlm_pf_distance((size_t)NR * rb);
     if (NR == 4) qlm_pf_row_meta(m, r + QLM_META_AHEAD, ng);
     __m512 fv[4], sdr[4];
-    float sd[4][16];
+    // Segment scales, written as whole vectors, read one float at a time (broadcast) right after. 64-byte
+    // aligned: a 64-byte store that straddles two cache lines cannot forward to those loads, which
+    // then wait for it to retire. Unaligned, whether it straddled depended on where the stack of the
+    // calling thread happened to sit: per-core ceiling at 1536x576 under `setarch -R` with 8 stack
+    // offsets, LUT-3 24-42 Gw/s -> 40-42, affine3 g128 35-43.7 -> 44.2-45.1.
+    float sd[4][16] __attribute__((aligned(64)));
     __m512i tb[4];
     for (int i = 0; i < NR; i++) {
         fv[i] = _mm512_setzero_ps();
