@@ -73,29 +73,23 @@ uint16_t qlm_f32_to_bf16(float f) {
 // Work items (elements) below which a parallel region does not pay.
 #define QLM_DQ_PAR_ELEMS ((size_t)1 << 18)
 
-// Runs fn over [0, n) in one contiguous range per thread where n is large enough, else on the calling
-// thread without entering any OpenMP construct: the KV cache's f32 -> f16 writes (two small calls per
-// layer and decoded token) went through a serialized `parallel for`, ~0.4 us each in this libomp (its
-// static-for init formats a string) against ~15 ns of work.
+// Runs fn over [0, n) in one contiguous range per thread where n is large enough (qlm_omp_threads),
+// else on the calling thread: the KV cache's f32 -> f16 writes are two small calls per layer and
+// decoded token.
 typedef void (*qlm_range_fn)(const void *src, void *dst, size_t i0, size_t i1);
 static void par_range(qlm_range_fn fn, const void *src, void *dst, size_t n, size_t min) {
+    const int nt = qlm_omp_threads(n, min, 1, 1 << 30);
+    if (nt <= 1) {
+        fn(src, dst, 0, n);
+        return;
+    }
 #ifdef _OPENMP
-    if (n >= min && !omp_in_parallel()) {
-        const int nt = qlm_get_threads();
-        if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-            {
-                const size_t t = (size_t)omp_get_thread_num(), m = (size_t)omp_get_num_threads();
-                fn(src, dst, n * t / m, n * (t + 1) / m);
-            }
-            return;
-        }
+    {
+        const size_t t = (size_t)omp_get_thread_num(), m = (size_t)omp_get_num_threads();
+        fn(src, dst, n * t / m, n * (t + 1) / m);
     }
 #endif
-#ifndef _OPENMP
-    (void)min;
-#endif
-    fn(src, dst, 0, n);
 }
 
 static void dequant_f16_range(const void *src, void *dst, size_t i0, size_t i1) {

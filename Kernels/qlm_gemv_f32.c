@@ -331,18 +331,7 @@ static void gemv_run(gemv_rows_fn fn, const float *W, const float *x, float *y, 
         for (int r = 0; r < rows; r++) y[r] = 0.0f;
         return;
     }
-    int nt = 1;
-#ifdef _OPENMP
-    const size_t total = (size_t)rows * (size_t)cols;
-    if (total >= QLM_GEMV_MIN_PARALLEL && !omp_in_parallel()) {
-        nt = qlm_get_threads();
-        const size_t cap = total / QLM_GEMV_MIN_PER_THREAD;
-        if ((size_t)nt > cap) nt = (int)cap;
-        const int blocks = (rows + 3) / 4;
-        if (nt > blocks) nt = blocks;
-        if (nt < 1) nt = 1;
-    }
-#endif
+    const int nt = qlm_omp_threads((size_t)rows * (size_t)cols, QLM_GEMV_MIN_PARALLEL, QLM_GEMV_MIN_PER_THREAD, (rows + 3) / 4);
     if (nt == 1) {
         fn(W, x, y, 0, rows, cols);
         return;

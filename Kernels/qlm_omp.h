@@ -18,4 +18,25 @@ int omp_in_parallel(void);
 #endif
 #endif
 
+#include <stddef.h>
+
+int qlm_get_threads(void);
+
+// Threads for `work` units of a kernel: 1 below `min` units or inside a parallel region (and without
+// OpenMP), else qlm_get_threads(), at most one per `per` units and at most `cap` (cap >= 1). Callers
+// with nt == 1 run their loop directly instead of entering a `parallel` construct with an if clause:
+// even a serialized `parallel for` costs ~0.4 us in this libomp (its static-for init formats a string).
+static inline int qlm_omp_threads(size_t work, size_t min, size_t per, int cap) {
+#ifdef _OPENMP
+    if (work < min || omp_in_parallel()) return 1;
+    int nt = qlm_get_threads();
+    if (per > 1 && (size_t)nt > work / per) nt = (int)(work / per);
+    if (nt > cap) nt = cap;
+    return nt < 1 ? 1 : nt;
+#else
+    (void)work; (void)min; (void)per; (void)cap;
+    return 1;
+#endif
+}
+
 #endif

@@ -567,8 +567,6 @@ static void attend_decode_heads(const float *q, const void *kcache, const void *
 // Decode-time attention (T small): one fused pass per (query, head). With several threads the T ·
 // n_heads (query, head) items are cut into one contiguous range per thread (SmolLM2, 9 heads in packs
 // of 3, 2 threads: heads 0-3 and 4-8, instead of two packs against one when packs were the work items).
-// Below the threshold no OpenMP construct is entered at all: even a serialized `parallel for` costs
-// ~0.4 us in this libomp (its static-for init formats a string).
 static void attend_decode(const float *q, const void *kcache, const void *vcache, float *out, int T, int pos0,
                           int n_heads, int n_kv_heads, int head_dim, float *scratch, const int H) {
     const int group = n_heads / n_kv_heads, n_ctx = pos0 + T, items = T * n_heads;
@@ -577,11 +575,7 @@ static void attend_decode(const float *q, const void *kcache, const void *vcache
 #if defined(__x86_64__)
     if (isa == QLM_ISA_AVX512) pack = attend_pack(group, head_dim);
 #endif
-    int nt = 1;
-#ifdef _OPENMP
-    if ((long)n_ctx * n_heads >= QLM_ATTN_DECODE_PAR_MIN && !omp_in_parallel()) nt = qlm_get_threads();
-    if (nt > items) nt = items;
-#endif
+    const int nt = qlm_omp_threads((size_t)n_ctx * (size_t)n_heads, QLM_ATTN_DECODE_PAR_MIN, 1, items);
     if (nt <= 1) {
         for (int t = 0; t < T; t++)
             attend_decode_heads(q, kcache, vcache, out, t, 0, n_heads, pos0, n_ctx, n_heads, group, head_dim, pack, isa, scratch, H);
@@ -645,8 +639,7 @@ void qlm_attention(const float *q, const float *kcache, const float *vcache, flo
         const int nchunks = (T + QLM_ATTN_CHUNK - 1) / QLM_ATTN_CHUNK, ntasks = n_kv_heads * nchunks;
         int nt = 1;
 #if defined(_OPENMP) && defined(__linux__)
-        if (omp_tasks && !omp_in_parallel()) nt = qlm_get_threads();
-        if (nt > ntasks) nt = ntasks;
+        if (omp_tasks) nt = qlm_omp_threads((size_t)ntasks, 1, 1, ntasks);
         const size_t per = qlm_attention_scratch_floats(T, pos0 + T, n_heads, n_kv_heads, head_dim);
         if (nt > 1 && g_attn_extra_floats < per * (size_t)(nt - 1)) {
             free(g_attn_extra);

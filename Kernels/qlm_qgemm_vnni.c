@@ -237,15 +237,8 @@ void qlm_qgemm_i16_vnni(const qlm_qmatrix *m, const float *X, float *Y, int T, f
     const int rows = m->rows, cols = m->cols;
     const int cp = qlm_cols_pad(cols);
     const int seg = qlm_act_i16_segment(m), nseg = (cp + seg - 1) / seg;
-    int nth = 1;
-#ifdef _OPENMP
     // Threads share panels of 32 rows; below ~2^20 multiply-adds one thread is faster.
-    if (!omp_in_parallel() && (double)T * (double)rows * (double)cols >= (double)(1 << 20)) {
-        nth = qlm_get_threads();
-        if (nth > (rows + QG_NR - 1) / QG_NR) nth = (rows + QG_NR - 1) / QG_NR;
-        if (nth < 1) nth = 1;
-    }
-#endif
+    const int nth = qlm_omp_threads((size_t)T * (size_t)rows * (size_t)cols, (size_t)1 << 20, 1, (rows + QG_NR - 1) / QG_NR);
     // The calling thread's scratch, carved in order (each piece 64-byte aligned): xh, xl [T][cp];
     // d, sx [T][nseg]; with outliers xt [cols][tp] (x transposed, tokens padded to tp = 16·k with
     // zeros); then per worker: xs [cp] floats, panel codes [cp·32], sc, zc [nseg·32], one unpacked

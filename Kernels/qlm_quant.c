@@ -757,19 +757,7 @@ static void qgemv_run_blocks(const qgemv_job *j, int b0, int b1) {
 // Threads for `total` weights in `blocks` row blocks: 1 below QLM_QGEMV_MIN_PARALLEL or inside a
 // parallel region, else up to qlm_get_threads() with QLM_QGEMV_MIN_PER_THREAD weights and a block each.
 static int qgemv_threads(size_t total, int blocks) {
-    int nt = 1;
-#ifdef _OPENMP
-    if (total >= QLM_QGEMV_MIN_PARALLEL && !omp_in_parallel()) {
-        nt = qlm_get_threads();
-        const size_t cap = total / QLM_QGEMV_MIN_PER_THREAD;
-        if ((size_t)nt > cap) nt = (int)cap;
-        if (nt > blocks) nt = blocks;
-        if (nt < 1) nt = 1;
-    }
-#else
-    (void)total; (void)blocks;
-#endif
-    return nt;
+    return qlm_omp_threads(total, QLM_QGEMV_MIN_PARALLEL, QLM_QGEMV_MIN_PER_THREAD, blocks);
 }
 
 // Runs n prepared jobs on nt threads: their row blocks, concatenated, are cut into nt contiguous
