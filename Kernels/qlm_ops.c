@@ -530,33 +530,44 @@ static void attend_one(qlm_isa isa, const float *qv, const void *K, const void *
     attend_one_scalar_h(qv, K, V, kvstride, valid, hd, scale, s, o, H);
 }
 
-// Query heads [h0, h1) of query t. GQA: the heads of a KV head in packs (attend_pack), one pass over its
-// keys and values per pack on AVX-512; a range that starts or ends inside a KV head's group takes the
-// heads it has of it as a smaller pack (or one at a time). Per head the arithmetic and its order are the
-// same in every pack size, so how the heads are split does not change the results.
-static void attend_decode_heads(const float *q, const void *kcache, const void *vcache, float *out, int t, int h0, int h1,
-                                int pos0, int n_ctx, int n_heads, int group, int head_dim, int pack, qlm_isa isa,
-                                float *scratch, const int H) {
-    const int qstride = n_heads * head_dim, kvstride = (n_heads / group) * head_dim;
-    const size_t esize = H ? sizeof(uint16_t) : sizeof(float);
-    const float scale = 1.0f / sqrtf((float)head_dim);
-    for (int h = h0; h < h1;) {
-        int n = pack - (h % group) % pack;  // packs stay aligned within the group
-        if (n > h1 - h) n = h1 - h;
-        const float *qv = q + (size_t)t * qstride + (size_t)h * head_dim;
-        const size_t kv_off = (size_t)(h / group) * (size_t)head_dim * esize;
-        float *s = scratch + ((size_t)t * n_heads + h) * (size_t)n_ctx;  // [n][pos0+t+1], rows n_ctx apart
-        float *o = out + (size_t)t * qstride + (size_t)h * head_dim;
+// One decode attention call: T queries at positions pos0.. against the cache (n_ctx = pos0 + T rows).
+typedef struct {
+    const float *q;
+    const char *kcache, *vcache;  // f32 or (H) f16 rows of kvstride values
+    float *out, *scratch;         // out [T][n_heads·head_dim]; scratch: scores [T][n_heads][n_ctx]
+    int pos0, n_ctx, n_heads, group, head_dim, kvstride, pack, H;
+    size_t esize;
+    float scale;
+    qlm_isa isa;
+} attend_dec;
+
+// (Query, head) items [i0, i1), item i = query i / n_heads, head i % n_heads. GQA: the heads of a KV
+// head in packs (attend_pack), one pass over its keys and values per pack on AVX-512; a range that
+// starts or ends inside a KV head's group takes the heads it has of it as a smaller pack (or one at a
+// time). Per head the arithmetic and its order are the same in every pack size, so how the items are
+// split does not change the results.
+static void attend_decode_items(const attend_dec *a, int i0, int i1) {
+    const int qstride = a->n_heads * a->head_dim;
+    for (int i = i0; i < i1;) {
+        const int t = i / a->n_heads, h = i % a->n_heads;
+        int n = a->pack - (h % a->group) % a->pack;  // packs stay aligned within the group (pack divides it)
+        if (n > i1 - i) n = i1 - i;
+        const float *qv = a->q + (size_t)t * qstride + (size_t)h * a->head_dim;
+        const char *K = a->kcache + (size_t)(h / a->group) * (size_t)a->head_dim * a->esize;
+        const char *V = a->vcache + (size_t)(h / a->group) * (size_t)a->head_dim * a->esize;
+        float *s = a->scratch + ((size_t)t * a->n_heads + h) * (size_t)a->n_ctx;  // [n][pos0+t+1], rows n_ctx apart
+        float *o = a->out + (size_t)t * qstride + (size_t)h * a->head_dim;
+        const int valid = a->pos0 + t + 1;
         int done = 0;
 #if defined(__x86_64__)
-        done = n > 1 && attend_group_avx512(qv, (size_t)head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off,
-                                            kvstride, pos0 + t + 1, head_dim, n, scale, s, (size_t)n_ctx, o, H);
+        done = n > 1 && attend_group_avx512(qv, (size_t)a->head_dim, K, V, a->kvstride, valid, a->head_dim, n, a->scale, s,
+                                            (size_t)a->n_ctx, o, a->H);
 #endif
         if (!done)
-            for (int i = 0; i < n; i++)
-                attend_one(isa, qv + (size_t)i * head_dim, (const char *)kcache + kv_off, (const char *)vcache + kv_off, kvstride,
-                           pos0 + t + 1, head_dim, scale, s + (size_t)i * n_ctx, o + (size_t)i * head_dim, H);
-        h += n;
+            for (int k = 0; k < n; k++)
+                attend_one(a->isa, qv + (size_t)k * a->head_dim, K, V, a->kvstride, valid, a->head_dim, a->scale,
+                           s + (size_t)k * a->n_ctx, o + (size_t)k * a->head_dim, a->H);
+        i += n;
     }
 }
 
@@ -565,32 +576,27 @@ static void attend_decode_heads(const float *q, const void *kcache, const void *
 #define QLM_ATTN_DECODE_PAR_MIN 512
 
 // Decode-time attention (T small): one fused pass per (query, head). With several threads the T ·
-// n_heads (query, head) items are cut into one contiguous range per thread (SmolLM2, 9 heads in packs
-// of 3, 2 threads: heads 0-3 and 4-8, instead of two packs against one when packs were the work items).
+// n_heads items are cut into one contiguous range per thread (SmolLM2, 9 heads in packs of 3, 2
+// threads: heads 0-3 and 4-8, instead of two packs against one when packs were the work items).
 static void attend_decode(const float *q, const void *kcache, const void *vcache, float *out, int T, int pos0,
                           int n_heads, int n_kv_heads, int head_dim, float *scratch, const int H) {
-    const int group = n_heads / n_kv_heads, n_ctx = pos0 + T, items = T * n_heads;
-    const qlm_isa isa = qlm_isa_active();
-    int pack = 1;
+    attend_dec a = {q, (const char *)kcache, (const char *)vcache, out, scratch, pos0, pos0 + T, n_heads,
+                    n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim, 1, H,
+                    H ? sizeof(uint16_t) : sizeof(float), 1.0f / sqrtf((float)head_dim), qlm_isa_active()};
 #if defined(__x86_64__)
-    if (isa == QLM_ISA_AVX512) pack = attend_pack(group, head_dim);
+    if (a.isa == QLM_ISA_AVX512) a.pack = attend_pack(a.group, head_dim);
 #endif
-    const int nt = qlm_omp_threads((size_t)n_ctx * (size_t)n_heads, QLM_ATTN_DECODE_PAR_MIN, 1, items);
+    const int items = T * n_heads;
+    const int nt = qlm_omp_threads((size_t)a.n_ctx * (size_t)n_heads, QLM_ATTN_DECODE_PAR_MIN, 1, items);
     if (nt <= 1) {
-        for (int t = 0; t < T; t++)
-            attend_decode_heads(q, kcache, vcache, out, t, 0, n_heads, pos0, n_ctx, n_heads, group, head_dim, pack, isa, scratch, H);
+        attend_decode_items(&a, 0, items);
         return;
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        const int i0 = (int)((long)items * tid / nth), i1 = (int)((long)items * (tid + 1) / nth);
-        for (int i = i0; i < i1;) {
-            const int t = i / n_heads, h0 = i % n_heads, h1 = i1 - t * n_heads < n_heads ? i1 - t * n_heads : n_heads;
-            attend_decode_heads(q, kcache, vcache, out, t, h0, h1, pos0, n_ctx, n_heads, group, head_dim, pack, isa, scratch, H);
-            i = t * n_heads + h1;
-        }
+        attend_decode_items(&a, (int)((long)items * tid / nth), (int)((long)items * (tid + 1) / nth));
     }
 #endif
 }
