@@ -346,8 +346,13 @@ static void run_bench(int quick) {
     int shapes[][2] = {{8192, 8192}, {576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
     int nshapes = quick ? 1 : 5;
     const char *only_shape = getenv("QB_SHAPE");  // one shape instead, "ROWSxCOLS" (e.g. the head: 49152x576)
-    if (only_shape && sscanf(only_shape, "%dx%d", &shapes[0][0], &shapes[0][1]) == 2 && shapes[0][0] > 0 && shapes[0][1] > 0)
+    if (only_shape) {
+        if (sscanf(only_shape, "%dx%d", &shapes[0][0], &shapes[0][1]) != 2 || shapes[0][0] <= 0 || shapes[0][1] <= 0) {
+            fprintf(stderr, "QB_SHAPE must be RxC, e.g. 49152x576\n");
+            exit(2);
+        }
         nshapes = 1;
+    }
     const qlm_isa best = qlm_isa_best();
     const double budget = quick ? 0.15 : 0.25;
     const size_t cold_bytes = (size_t)256 << 20;
